@@ -1,0 +1,118 @@
+"""What every architecture adapter shares: config access, key-prefix detection, head splitting.
+
+An adapter turns tensor names of one architecture family into :class:`LayerWeights`. It is the
+only place that knows names. Subclasses set ``model_types`` and implement ``info`` and
+``layer``; ``probe`` is the name (relative to the base model) of a tensor every checkpoint of
+the family has in layer 0, used to find the key prefix of task models (``bert.``, ``model.``…).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from specbound.errors import InputError
+from specbound.weights.canonical import LayerWeights, ModelInfo, TransformerWeights
+from specbound.weights.sources import TensorSource
+
+
+def cfg_int(config: dict[str, Any], *keys: str, source: str, default: int | None = None) -> int:
+    """The first of ``keys`` present in ``config`` as an int; a clear error when none is."""
+    for k in keys:
+        v = config.get(k)
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise InputError(f"{source}: config field {k!r} must be an integer, got {v!r}.")
+            return v
+    if default is not None:
+        return default
+    raise InputError(f"{source}: the config has none of the fields {', '.join(keys)}; fix config.json.")
+
+
+def split_columns(w_rowvec: torch.Tensor, n_heads: int, d_head: int) -> torch.Tensor:
+    """``[N, H·d_h]`` row-vector projection → ``[H, N, d_h]`` (head h takes columns h·d_h:(h+1)·d_h)."""
+    n = w_rowvec.shape[0]
+    return w_rowvec.reshape(n, n_heads, d_head).permute(1, 0, 2)
+
+
+def split_rows(w_rowvec: torch.Tensor, n_heads: int, d_head: int) -> torch.Tensor:
+    """``[H·d_h, N]`` row-vector output projection → ``[H, d_h, N]`` (head h takes rows h·d_h:…)."""
+    return w_rowvec.reshape(n_heads, d_head, w_rowvec.shape[-1])
+
+
+class Adapter:
+    """Base class of the architecture adapters (one module per family)."""
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    probe: ClassVar[str] = ""
+
+    def __init__(self, src: TensorSource, config: dict[str, Any]):
+        self.src = src
+        self.config = config
+        self.prefix = self.find_prefix()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def find_prefix(self) -> str:
+        """The key prefix in front of ``probe`` (``""`` for a base model, ``"bert."`` …)."""
+        hits = [k for k in self.src.keys() if k == self.probe or k.endswith("." + self.probe)]
+        if not hits:
+            raise InputError(
+                f"{self.src.description}: no tensor named like {self.probe!r}; the checkpoint does "
+                f"not look like a {self.model_types[0]} model (or its config names the wrong "
+                "model_type). Pass a name mapping (--mapping) for custom models."
+            )
+        return min(hits, key=len)[: -len(self.probe)]
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """Tensor ``prefix + name``; a missing tensor is named in the error."""
+        full = self.prefix + name
+        try:
+            return self.src.get(full)
+        except KeyError:
+            raise InputError(
+                f"{self.src.description}: tensor {full!r} is missing; the checkpoint is incomplete "
+                "or its config has more layers than the file. Re-export it."
+            ) from None
+
+    def check(self, name: str, t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """``t`` if it has ``shape``; otherwise an error naming the tensor and the config."""
+        if tuple(t.shape) != shape:
+            raise InputError(
+                f"{self.src.description}: tensor {self.prefix + name!r} has shape {tuple(t.shape)}, "
+                f"but the config implies {shape}; the config does not match the checkpoint."
+            )
+        return t
+
+    def head_proj(self, name: str, info: ModelInfo, n_heads: int) -> torch.Tensor:
+        """``nn.Linear`` Q/K/V weight ``[n_heads·d_h, N]`` → row-vector per head ``[n_heads, N, d_h]``."""
+        w = self.check(name, self.tensor(name), (n_heads * info.d_head, info.d_model))
+        return split_columns(w.T, n_heads, info.d_head)
+
+    def out_proj(self, name: str, info: ModelInfo) -> torch.Tensor:
+        """``nn.Linear`` output weight ``[N, H·d_h]`` → row-vector per head ``[H, d_h, N]``."""
+        w = self.check(name, self.tensor(name), (info.d_model, info.n_heads * info.d_head))
+        return split_rows(w.T, info.n_heads, info.d_head)
+
+    def ff_proj(self, name: str, shape_out_in: tuple[int, int]) -> torch.Tensor:
+        """``nn.Linear`` feed-forward weight ``[out, in]`` → row-vector ``[in, out]``."""
+        return self.check(name, self.tensor(name), shape_out_in).T
+
+    def heads(self, n_heads: int, d_model: int, source: str) -> int:
+        if d_model % n_heads:
+            raise InputError(
+                f"{source}: the head count {n_heads} does not divide the hidden size {d_model}; "
+                "fix num_attention_heads in the config (or give head_dim explicitly)."
+            )
+        return d_model // n_heads
+
+    # -- interface -------------------------------------------------------------------------
+    def info(self) -> ModelInfo:
+        raise NotImplementedError
+
+    def layer(self, info: ModelInfo, i: int) -> LayerWeights:
+        raise NotImplementedError
+
+    def weights(self) -> TransformerWeights:
+        info = self.info()
+        return TransformerWeights(info, lambda i: self.layer(info, i))
