@@ -104,6 +104,27 @@ class ModelInfo:
         """``[H]`` long tensor: the KV head each query head reads."""
         return torch.arange(self.n_heads) // self.group_size
 
+    # Short names of bounds.md §1.
+    @property
+    def L(self) -> int:
+        return self.n_layers
+
+    @property
+    def N(self) -> int:
+        return self.d_model
+
+    @property
+    def H(self) -> int:
+        return self.n_heads
+
+    @property
+    def H_kv(self) -> int:
+        return self.n_kv_heads
+
+    @property
+    def d_h(self) -> int:
+        return self.d_head
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model_type": self.model_type,
@@ -195,9 +216,16 @@ class TransformerWeights:
     underlying tensors lazily, so iterating holds one layer's matrices at a time.
     """
 
-    def __init__(self, info: ModelInfo, layer_loader: Callable[[int], LayerWeights]):
+    def __init__(
+        self,
+        info: ModelInfo,
+        layer_loader: Callable[[int], LayerWeights],
+        source_tensors: dict[str, tuple[int, ...]] | None = None,
+    ):
         self.info = info
         self._loader = layer_loader
+        #: every tensor of the source with its shape, when known (to report what was not analysed)
+        self.source_tensors = source_tensors
 
     def layer(self, i: int) -> LayerWeights:
         if not 0 <= i < self.info.n_layers:

@@ -8,6 +8,7 @@ the family has in layer 0, used to find the key prefix of task models (``bert.``
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import torch
@@ -50,6 +51,7 @@ class Adapter:
     def __init__(self, src: TensorSource, config: dict[str, Any]):
         self.src = src
         self.config = config
+        self._keys: list[str] | None = None
         self.prefix = self.find_prefix()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -115,4 +117,51 @@ class Adapter:
 
     def weights(self) -> TransformerWeights:
         info = self.info()
-        return TransformerWeights(info, lambda i: self.layer(info, i))
+        shapes = {k: self.src.shape(k) for k in self.src.keys()}
+        return TransformerWeights(
+            info, lambda i: self.with_extras(self.layer(info, i)), source_tensors=shapes
+        )
+
+    # -- tensors outside the proxy -----------------------------------------------------------
+    def layer_key_prefix(self, lw: LayerWeights) -> str | None:
+        """The full key prefix of layer ``lw.index`` (``"bert.encoder.layer.3."``), or ``None``.
+
+        Derived from the names the proxy matrices were read from: their longest common dotted
+        prefix, accepted only if it ends in the layer index (``….{i}.``).
+        """
+        names = [n for v in lw.names.values() for n in v.split(" | ")]
+        if not names:
+            return None
+        common = os.path.commonprefix(names)
+        common = common[: common.rfind(".") + 1]
+        return common if common.endswith(f".{lw.index}.") or common == f"{lw.index}." else None
+
+    def with_extras(self, lw: LayerWeights) -> LayerWeights:
+        """Attach the layer's 1-D tensors (biases, LayerNorm/RMSNorm parameters) to ``lw.extras``.
+
+        They are outside the proxies and labelled by their full tensor names. Everything under
+        the layer's key prefix with one dimension is taken; when no layer prefix can be derived
+        (custom mappings with unrelated names) the ``.bias`` siblings of the proxy tensors are.
+        Only 1-D tensors are read, so this costs O(N + d_ff) memory per layer.
+        """
+        prefix = self.layer_key_prefix(lw)
+        if prefix is not None:
+            cands = [k for k in self._all_keys() if k.startswith(prefix)]
+        else:
+            cands = [
+                n[: -len(".weight")] + ".bias"
+                for v in lw.names.values()
+                for n in v.split(" | ")
+                if n.endswith(".weight")
+            ]
+            known = set(self._all_keys())
+            cands = [k for k in cands if k in known]
+        for k in cands:
+            if k not in lw.extras and len(self.src.shape(k)) == 1:
+                lw.extras[k] = self.src.get(k)
+        return lw
+
+    def _all_keys(self) -> list[str]:
+        if self._keys is None:
+            self._keys = sorted(self.src.keys())
+        return self._keys

@@ -1,0 +1,81 @@
+"""Norm-based comparison proxy B_E (Edelman, Goel, Kakade & Zhang 2022), as adapted to
+multi-head BERT in Sakai & Imaizumi (2026), bounds.md §5:
+
+    ξ[ℓ] = Σ_h [ (C_2(M_out)·C_2(M_in)·C_2(OV[ℓ,h])·‖QK[ℓ,h]‖_{2,1})^{2/3}
+               + (C_2(M_out)·C_2(M_in)·‖OV[ℓ,h]‖_{2,1})^{2/3} ]
+           + (C_2(M_out[ℓ])·‖M_in[ℓ]‖_{2,1})^{2/3} + ‖M_out[ℓ]‖_{2,1}^{2/3}
+
+    B_E = ( 1 + Σ_ℓ α[ℓ]^{2/3} · ξ[ℓ] )^{3/2}
+
+with α as in the spectrum-adaptive proxy. The log T sequence-length factor and the 1/sqrt(n)
+sample factor of the original bound are omitted, as in the paper's comparison.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from specbound.bounds.base import Bound, BoundParams, BoundResult, ln_alpha, logsumexp, safe_log
+from specbound.spectra.model import ModelSpectra
+
+TWO_THIRDS = 2.0 / 3.0
+
+
+def ln_xi_terms(spectra: ModelSpectra) -> pd.DataFrame:
+    """One row per summand of ξ[ℓ] (layer, head, kind, ln of the summand)."""
+    c2 = spectra.spectral_norms()
+    rows = []
+    for ls in spectra.layers:
+        ell = ls.layer
+        ln_ff = math.log(c2["M_out"][ell]) + math.log(c2["M_in"][ell]) if c2["M_out"][ell] > 0 and c2["M_in"][ell] > 0 else -math.inf
+        for h, (qk, ov) in enumerate(zip(ls.qk, ls.ov)):
+            ln_qk = ln_ff + float(safe_log(c2["OV"][ell, h])) + float(safe_log(qk.norm_21))
+            ln_ov = ln_ff + float(safe_log(ov.norm_21))
+            rows.append({"layer": ell, "head": h, "kind": "QK", "ln_summand": TWO_THIRDS * ln_qk})
+            rows.append({"layer": ell, "head": h, "kind": "OV", "ln_summand": TWO_THIRDS * ln_ov})
+        ln_min = float(safe_log(c2["M_out"][ell])) + float(safe_log(ls.m_in.norm_21))
+        rows.append({"layer": ell, "head": -1, "kind": "M_in", "ln_summand": TWO_THIRDS * ln_min})
+        rows.append(
+            {"layer": ell, "head": -1, "kind": "M_out", "ln_summand": TWO_THIRDS * float(safe_log(ls.m_out.norm_21))}
+        )
+    return pd.DataFrame(rows)
+
+
+class Edelman(Bound):
+    name = "edelman"
+    title = "Norm-based proxy B_E (Edelman et al. 2022)"
+    citation = (
+        "B. Edelman, S. Goel, S. Kakade, C. Zhang. Inductive Biases and Variable Creation in "
+        "Self-Attention Mechanisms. ICML 2022 (arXiv 2110.10090); multi-head BERT form as used "
+        "in Sakai & Imaizumi 2026, Section 6."
+    )
+    status = "proxy"
+    assumptions = (
+        "post-norm Transformer with Lipschitz activation",
+        "the log T sequence-length factor and the 1/sqrt(n) sample factor are omitted",
+    )
+
+    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
+        la = ln_alpha(spectra, params.l_phi)
+        terms = ln_xi_terms(spectra)
+        terms["ln_alpha"] = la[terms["layer"].to_numpy()]
+        terms["ln_weighted"] = TWO_THIRDS * terms["ln_alpha"] + terms["ln_summand"]
+        ln_sum = logsumexp(terms["ln_weighted"].to_numpy())
+        ln_inner = float(np.logaddexp(0.0, ln_sum))
+        ln_total = 1.5 * ln_inner
+        notes = [
+            "proxy: log T sequence-length factor, 1/sqrt(n), margin and constants omitted",
+            f"L_phi = {params.l_phi} (enters through alpha)",
+        ] + self.architecture_notes(spectra)
+        return BoundResult(
+            name=self.name,
+            log10_value=ln_total / math.log(10),
+            status=self.status,
+            citation=self.citation,
+            notes=notes,
+            terms=terms,
+            params={"l_phi": params.l_phi},
+        )

@@ -1,0 +1,162 @@
+"""Exact singular-value spectra of the per-head products and the feed-forward matrices.
+
+Factored route (default, ``bounds.md`` §2): for a product ``A Bᵀ`` of thin factors
+``A, B ∈ R^{N×d_h}`` take thin QR ``A = Q_a R_a``, ``B = Q_b R_b``; then
+``σ(A Bᵀ) = σ(R_a R_bᵀ)`` (a ``d_h × d_h`` core) and the remaining ``N − d_h`` singular values
+are exactly zero. All heads of a layer are batched in one QR and one SVD call.
+
+Feed-forward matrices are dense. ``ff_method="auto"`` takes the eigenvalues of the smaller Gram
+matrix when that is accurate and otherwise the SVD (:func:`ff_singular_values`).
+
+``dense=True`` forms every ``N × N`` product and takes its dense SVD — the published procedure,
+kept for parity checks; its "zero" singular values are floating-point noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from specbound.weights.canonical import LayerWeights
+
+FFMethod = Literal["auto", "gram", "svd"]
+
+#: Relative accuracy demanded of every singular value on the Gram route, per working dtype.
+GRAM_TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-3}
+
+
+@dataclass
+class MatrixSpectrum:
+    """Singular values of one matrix.
+
+    ``values``: the computed singular values, descending (length ``k ≤ r``); ``r`` = min(rows,
+    cols); the ``r − k`` singular values not listed are exactly zero. ``norm_21`` is
+    ``Σ_j ‖A[:, j]‖₂`` in row-vector orientation. ``method`` records how the values were obtained.
+    """
+
+    values: torch.Tensor
+    rows: int
+    cols: int
+    norm_21: float
+    method: str
+
+    @property
+    def r(self) -> int:
+        return min(self.rows, self.cols)
+
+    def full(self) -> torch.Tensor:
+        """All ``r`` singular values, the exact zeros included."""
+        pad = self.r - self.values.numel()
+        if pad <= 0:
+            return self.values
+        return torch.cat([self.values, self.values.new_zeros(pad)])
+
+
+@dataclass
+class LayerSpectra:
+    """Spectra of one layer: ``qk[h]``, ``ov[h]`` per query head, ``m_in``, ``m_out``."""
+
+    layer: int
+    qk: list[MatrixSpectrum]
+    ov: list[MatrixSpectrum]
+    m_in: MatrixSpectrum
+    m_out: MatrixSpectrum
+    names: dict[str, str] = field(default_factory=dict)
+
+
+def _descending(s: torch.Tensor) -> torch.Tensor:
+    return torch.sort(s.clamp_min(0), dim=-1, descending=True).values
+
+
+def factored_product_spectra(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Nonzero-part singular values of ``A[h] @ B[h]ᵀ`` for every h, without forming it.
+
+    ``A, B``: ``[H, N, d]`` → ``[H, min(N, d)]`` singular values (descending); the product's
+    other ``N − min(N, d)`` singular values are exactly zero.
+    """
+    Ra = torch.linalg.qr(A, mode="r").R  # [H, k, d]
+    Rb = torch.linalg.qr(B, mode="r").R
+    return _descending(torch.linalg.svdvals(Ra @ Rb.mT))
+
+
+def product_column_norms_21(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``‖A[h] B[h]ᵀ‖_{2,1}`` for every h without the product.
+
+    Column j of ``A Bᵀ`` is ``A b_j`` (``b_j`` = row j of B); its squared norm is
+    ``b_j G b_jᵀ`` with ``G = Aᵀ A``. ``A, B``: ``[H, N, d]`` → ``[H]``.
+    """
+    G = A.mT @ A  # [H, d, d]
+    sq = torch.einsum("hnd,hde,hne->hn", B, G, B).clamp_min(0)
+    return sq.sqrt().sum(dim=-1)
+
+
+def ff_singular_values(M: torch.Tensor, method: FFMethod = "auto") -> tuple[torch.Tensor, str]:
+    """Singular values of a dense matrix ``M`` (descending) and the route taken.
+
+    ``gram``: ``σ = sqrt(eig(G))`` with ``G`` the smaller Gram matrix (``M Mᵀ`` or ``Mᵀ M``).
+    The eigenvalues of ``G`` carry an absolute error of about ``n·ε·λ_max``, so ``σ_i`` has
+    relative error about ``n·ε·λ_max / (2 λ_i)``. ``auto`` accepts the Gram route only when
+    that estimate for the smallest eigenvalue is below :data:`GRAM_TOLERANCE` of the dtype
+    (1e-8 in float64), i.e. when ``λ_min ≥ n·ε·λ_max / (2·tol)``; otherwise it falls back to
+    the SVD (``torch.linalg.svdvals``), which is accurate to ``ε·σ_1`` for every value.
+    """
+    if method == "svd":
+        return _descending(torch.linalg.svdvals(M)), "svd"
+    G = M @ M.mT if M.shape[0] <= M.shape[1] else M.mT @ M
+    lam = torch.linalg.eigvalsh(G).flip(-1)  # descending
+    if method == "gram":
+        return lam.clamp_min(0).sqrt(), "gram"
+    n = G.shape[-1]
+    eps = torch.finfo(M.dtype).eps
+    tol = GRAM_TOLERANCE.get(M.dtype, 1e-3)
+    lam_max = lam[0].item()
+    if lam_max == 0.0:
+        return lam.clamp_min(0).sqrt(), "gram"
+    if lam[-1].item() >= n * eps * lam_max / (2 * tol):
+        return lam.sqrt(), "gram"
+    return _descending(torch.linalg.svdvals(M)), "svd"
+
+
+def _column_norms_21(M: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(M, dim=-2).sum())
+
+
+def layer_spectra(
+    lw: LayerWeights, *, dense: bool = False, ff_method: FFMethod = "auto"
+) -> LayerSpectra:
+    """Spectra of every matrix of one layer (weights already in the working dtype/device).
+
+    QK[h] = W_Q[h] W_K[g(h)]ᵀ and OV[h] = W_V[g(h)] W_O[h] with g(h) = h // (H / H_kv).
+    """
+    H = lw.W_Q.shape[0]
+    g = torch.arange(H, device=lw.W_Q.device) // (H // lw.W_K.shape[0])
+    Wq, Wk, Wv, Wo = lw.W_Q, lw.W_K[g], lw.W_V[g], lw.W_O
+    N = Wq.shape[1]
+    N_out = Wo.shape[2]
+    if dense:
+        QK = Wq @ Wk.mT  # [H, N, N]
+        OV = Wv @ Wo  # [H, N, N_out]
+        qk_s = _descending(torch.linalg.svdvals(QK))
+        ov_s = _descending(torch.linalg.svdvals(OV))
+        qk_21 = torch.linalg.vector_norm(QK, dim=-2).sum(-1)
+        ov_21 = torch.linalg.vector_norm(OV, dim=-2).sum(-1)
+        del QK, OV
+        method = "dense"
+    else:
+        qk_s = factored_product_spectra(Wq, Wk)
+        # OV = W_V W_O = W_V (W_Oᵀ)ᵀ: the same factored form with B = W_Oᵀ.
+        ov_s = factored_product_spectra(Wv, Wo.mT)
+        qk_21 = product_column_norms_21(Wq, Wk)
+        ov_21 = product_column_norms_21(Wv, Wo.mT)
+        method = "factored"
+    qk_s, ov_s = qk_s.cpu(), ov_s.cpu()
+    qk = [MatrixSpectrum(qk_s[h], N, N, float(qk_21[h]), method) for h in range(H)]
+    ov = [MatrixSpectrum(ov_s[h], N, N_out, float(ov_21[h]), method) for h in range(H)]
+    ffm: FFMethod = "svd" if dense else ff_method
+    s_in, how_in = ff_singular_values(lw.M_in, ffm)
+    s_out, how_out = ff_singular_values(lw.M_out, ffm)
+    m_in = MatrixSpectrum(s_in.cpu(), *lw.M_in.shape, _column_norms_21(lw.M_in), how_in)
+    m_out = MatrixSpectrum(s_out.cpu(), *lw.M_out.shape, _column_norms_21(lw.M_out), how_out)
+    return LayerSpectra(layer=lw.index, qk=qk, ov=ov, m_in=m_in, m_out=m_out, names=lw.names)

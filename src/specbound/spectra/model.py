@@ -1,0 +1,111 @@
+"""Spectra of a whole model, with the device/dtype policy and per-kind log spectral norms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from specbound.errors import InputError
+from specbound.spectra.core import FFMethod, LayerSpectra, MatrixSpectrum, layer_spectra
+from specbound.weights.canonical import ModelInfo, TransformerWeights
+
+KINDS = ("QK", "OV", "M_in", "M_out")
+
+#: Called after each layer as ``progress(done, total)``.
+Progress = Callable[[int, int], None]
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """Working dtype: float64 (default) or float32; half precisions are refused (they overflow)."""
+    table = {"float64": torch.float64, "float32": torch.float32}
+    if isinstance(dtype, torch.dtype):
+        if dtype in table.values():
+            return dtype
+        dtype = str(dtype).removeprefix("torch.")
+    if dtype not in table:
+        raise InputError(f"dtype {dtype!r} is not supported: use float64 (default) or float32.")
+    return table[dtype]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device asked for; CUDA asked for but absent is an error, never a silent fallback."""
+    dev = torch.device(device if device is not None else "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA device is available; use --device cpu.")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {str(dev)!r} is not supported: use cpu or cuda.")
+    return dev
+
+
+@dataclass
+class ModelSpectra:
+    """Every spectrum of a model plus its :class:`ModelInfo`; the input of every bound."""
+
+    info: ModelInfo
+    layers: list[LayerSpectra]
+    dense: bool = False
+
+    def matrix(self, layer: int, head: int, kind: str) -> MatrixSpectrum:
+        ls = self.layers[layer]
+        if kind == "QK":
+            return ls.qk[head]
+        if kind == "OV":
+            return ls.ov[head]
+        if kind == "M_in":
+            return ls.m_in
+        if kind == "M_out":
+            return ls.m_out
+        raise KeyError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+
+    def matrices(self) -> Iterator[tuple[int, int, str, MatrixSpectrum]]:
+        """``(layer, head, kind, spectrum)`` for every analysed matrix; head −1 for M_in/M_out."""
+        for ls in self.layers:
+            for h, m in enumerate(ls.qk):
+                yield ls.layer, h, "QK", m
+            for h, m in enumerate(ls.ov):
+                yield ls.layer, h, "OV", m
+            yield ls.layer, -1, "M_in", ls.m_in
+            yield ls.layer, -1, "M_out", ls.m_out
+
+    def spectral_norms(self) -> dict[str, np.ndarray]:
+        """``C_2`` per kind: ``QK``/``OV`` ``[L, H]``, ``M_in``/``M_out`` ``[L]`` (float64)."""
+        def top(m: MatrixSpectrum) -> float:
+            return float(m.values[0]) if m.values.numel() else 0.0
+
+        return {
+            "QK": np.array([[top(m) for m in ls.qk] for ls in self.layers]),
+            "OV": np.array([[top(m) for m in ls.ov] for ls in self.layers]),
+            "M_in": np.array([top(ls.m_in) for ls in self.layers]),
+            "M_out": np.array([top(ls.m_out) for ls in self.layers]),
+        }
+
+
+def compute_spectra(
+    weights: TransformerWeights,
+    *,
+    dtype: str | torch.dtype = "float64",
+    device: str | torch.device | None = "cpu",
+    dense: bool = False,
+    ff_method: FFMethod = "auto",
+    progress: Progress | None = None,
+) -> ModelSpectra:
+    """Spectra of every layer; one layer's weights are resident at a time.
+
+    Weights are upcast (bf16/fp16 → ``dtype``) and moved to ``device`` before any algebra.
+    """
+    wdtype = resolve_dtype(dtype)
+    dev = resolve_device(device)
+    if ff_method not in ("auto", "gram", "svd"):
+        raise InputError(f"ff_method {ff_method!r}: use auto, gram or svd.")
+    L = weights.info.n_layers
+    out: list[LayerSpectra] = []
+    for i in range(L):
+        lw = weights.layer(i).to(dev, wdtype)
+        out.append(layer_spectra(lw, dense=dense, ff_method=ff_method))
+        del lw
+        if progress is not None:
+            progress(i + 1, L)
+    return ModelSpectra(weights.info, out, dense=dense)
