@@ -11,10 +11,13 @@ from typing import Any
 from specbound.errors import InputError, UnsupportedArchitectureError
 from specbound.weights.adapters.base import Adapter
 from specbound.weights.adapters.bert import BertAdapter
+from specbound.weights.adapters.distilbert import DistilBertAdapter
+from specbound.weights.adapters.gpt2 import GPT2Adapter
+from specbound.weights.adapters.llama import LlamaAdapter
 from specbound.weights.canonical import TransformerWeights
 from specbound.weights.sources import TensorSource, open_source
 
-_ADAPTERS: list[type[Adapter]] = [BertAdapter]
+_ADAPTERS: list[type[Adapter]] = [BertAdapter, DistilBertAdapter, GPT2Adapter, LlamaAdapter]
 
 
 def registry() -> dict[str, type[Adapter]]:
@@ -57,6 +60,8 @@ def open_weights(source: Any, config: Any = None, mapping: Any = None) -> Transf
     """
     if isinstance(source, TransformerWeights):
         return source
+    if mapping is not None and config is None:
+        config = {}  # a mapping carries L, N, H itself: no config.json needed
     src = open_source(source, config=config)
     if mapping is not None:
         from specbound.weights.adapters.custom import MappingAdapter
