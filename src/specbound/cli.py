@@ -1,0 +1,189 @@
+"""The ``specbound`` command. Only this module prints."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from specbound.errors import SpecboundError
+
+app = typer.Typer(
+    name="specbound",
+    help="Per-head spectra and generalisation-bound proxies of trained Transformers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+experiment_app = typer.Typer(help="Experiments E1-E3 (see the README).", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a one-line error and exit (1: bad input, 2: usage)."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr (hidden when stderr is not a terminal); yields ``update(done, total)``."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def _fmt(v: float | None, log10: float) -> str:
+    return f"{v:.4g}" if v is not None else f"10^{log10:.2f}"
+
+
+def print_summary(report, written: list[Path], out_dir: Path | None) -> None:
+    m = report.model
+    out.print(
+        f"[bold]{m.model_type}[/]  L={m.n_layers}  N={m.d_model}  H={m.n_heads}  H_kv={m.n_kv_heads}  "
+        f"d_h={m.d_head}  d_ff={m.d_ff}  ({m.source})",
+        highlight=False,
+    )
+    t = Table(title="Bounds (proxies: leading complexity factors only)", title_justify="left")
+    for col in ("family", "value", "log10", "status"):
+        t.add_column(col, justify="right" if col in ("value", "log10") else "left")
+    for name, b in report.bounds.items():
+        t.add_row(name, _fmt(b.value, b.log10_value), f"{b.log10_value:.4f}", b.status)
+    out.print(t)
+
+    mat = report.matrices
+    lt = Table(
+        title="Per layer: mean p* of the heads, largest σ1 (C_2), log10 α, max rank QK/OV",
+        title_justify="left",
+    )
+    for col in ("layer", "p*QK", "p*OV", "p*in", "p*out", "σ1 QK", "σ1 OV", "σ1 in", "σ1 out",
+                "log10 α", "rank"):
+        lt.add_column(col, justify="right", no_wrap=True)
+    for layer, g in mat.groupby("layer"):
+        qk, ov = g[g.kind == "QK"], g[g.kind == "OV"]
+        mi, mo = g[g.kind == "M_in"].iloc[0], g[g.kind == "M_out"].iloc[0]
+        lt.add_row(
+            str(layer), f"{qk.p_star.mean():.2f}", f"{ov.p_star.mean():.2f}", f"{mi.p_star:.2f}",
+            f"{mo.p_star:.2f}", f"{qk.spectral_norm.max():.3g}", f"{ov.spectral_norm.max():.3g}",
+            f"{mi.spectral_norm:.3g}", f"{mo.spectral_norm:.3g}", f"{mi.log10_alpha:.2f}",
+            f"{int(qk['rank'].max())}/{int(ov['rank'].max())}",
+        )
+    out.print(lt)
+    notes = [n for n in m.notes]
+    for n in notes:
+        out.print(f"[yellow]note[/] {n.code}: {n.message}", highlight=False)
+    na = report.not_analysed
+    if na:
+        n_params = sum(_prod(x["shape"]) for x in na)
+        out.print(
+            f"Not analysed (outside the proxies: embeddings, biases, norms, heads): {len(na)} tensors, "
+            f"{n_params:,} parameters; listed in not_analysed.csv / report.json.",
+            highlight=False,
+        )
+    out.print(f"Analysed {len(mat)} matrices in {report.elapsed_s:.2f} s.", highlight=False)
+    if out_dir is not None:
+        out.print(f"Report written to [bold]{out_dir}[/]", highlight=False)
+    for p in written:
+        if out_dir is None or p.parent != out_dir:
+            out.print(f"Wrote {p}", highlight=False)
+
+
+def _prod(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+@app.command()
+def analyze(
+    source: Optional[str] = typer.Argument(
+        None, help="Checkpoint: HF folder, .safetensors file, sharded folder, or hub id. "
+        "Default: the packaged all-MiniLM-L6-v2."
+    ),
+    out_dir: Path = typer.Option(Path("specbound-report"), "--out", help="Report folder (JSON, CSV, plots)."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the JSON report here."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the per-matrix table here."),
+    config: Optional[Path] = typer.Option(None, "--config", help="config.json to use instead of the checkpoint's."),
+    mapping: Optional[Path] = typer.Option(None, "--mapping", help="JSON name mapping for custom models."),
+    bounds: str = typer.Option("all", "--bounds", help="Comma-separated bound families, or 'all'."),
+    dense: bool = typer.Option(False, "--dense", help="Form every product and take dense SVDs (parity)."),
+    dtype: str = typer.Option("float64", "--dtype", help="float64 or float32."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    l_phi: float = typer.Option(1.13, "--l-phi", help="Lipschitz constant of the activation (GELU 1.13, ReLU 1)."),
+    grid_m: Optional[int] = typer.Option(None, "--grid-m", help="Schatten grid resolution m (default ceil(L + ln N))."),
+    ff_method: str = typer.Option("auto", "--ff-method", help="Feed-forward spectra: auto, gram or svd."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
+) -> None:
+    """Spectra, per-matrix measures and bound proxies of one checkpoint."""
+    from specbound.analysis import analyze as run
+    from specbound.report import write_report
+
+    if dtype not in ("float64", "float32"):
+        fail(f"--dtype {dtype!r}: use float64 or float32.", 2)
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        fail(f"--device {device!r}: use cpu or cuda.", 2)
+    if ff_method not in ("auto", "gram", "svd"):
+        fail(f"--ff-method {ff_method!r}: use auto, gram or svd.", 2)
+    if grid_m is not None and grid_m < 1:
+        fail(f"--grid-m {grid_m}: must be a positive integer.", 2)
+    if not l_phi > 0 or l_phi != l_phi or l_phi == float("inf"):
+        fail(f"--l-phi {l_phi}: must be a positive finite number.", 2)
+    try:
+        with progress_bar("analysing layers") as update:
+            report = run(
+                source, config=config, mapping=mapping, bounds=bounds, l_phi=l_phi, grid_m=grid_m,
+                dtype=dtype, device=device, dense=dense, ff_method=ff_method, progress=update,
+            )
+        with progress_bar("writing report") as update:
+            written = write_report(report, out_dir, json_path=json_file, csv_path=csv_file, plots=plots)
+    except SpecboundError as e:
+        fail(str(e))
+    print_summary(report, written, out_dir)
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of specbound and its main dependencies."""
+    from specbound.analysis import _versions
+
+    for k, v in _versions().items():
+        out.print(f"{k} {v}", highlight=False)
+
+
+# experiment commands register here
+
+
+def main() -> None:
+    try:
+        app()
+    except SpecboundError as e:  # errors raised while a command builds its inputs
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
