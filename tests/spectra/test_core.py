@@ -1,0 +1,117 @@
+"""Factored spectra against dense SVDs of the formed products; the Gram route and its guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specbound.spectra import factored_product_spectra, ff_singular_values, layer_spectra, product_column_norms_21
+from specbound.weights.canonical import LayerWeights
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    H=st.integers(1, 4),
+    N=st.integers(2, 40),
+    d=st.integers(1, 12),
+    seed=st.integers(0, 10_000),
+    rank_drop=st.booleans(),
+)
+def test_factored_equals_dense_svd(H, N, d, seed, rank_drop):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(H, N, d, generator=g, dtype=torch.float64)
+    B = torch.randn(H, N, d, generator=g, dtype=torch.float64) * 3.0
+    if rank_drop and d > 1:  # a rank-deficient factor: its core has exact-ish zeros too
+        A[..., -1] = A[..., 0]
+    s = factored_product_spectra(A, B)
+    dense = torch.linalg.svdvals(A @ B.mT)
+    k = s.shape[-1]
+    assert k == min(N, d)
+    torch.testing.assert_close(s, dense[..., :k], rtol=1e-10, atol=1e-10 * float(dense.max()))
+    # the rest of the dense spectrum is floating-point noise around the exact zeros
+    assert dense[..., k:].numpy().max(initial=0.0) <= 1e-12 * float(dense.max())
+
+
+@settings(max_examples=25, deadline=None)
+@given(H=st.integers(1, 3), N=st.integers(2, 30), d=st.integers(1, 8), seed=st.integers(0, 10_000))
+def test_norm21_without_product(H, N, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(H, N, d, generator=g, dtype=torch.float64)
+    B = torch.randn(H, N, d, generator=g, dtype=torch.float64)
+    brute = torch.linalg.vector_norm(A @ B.mT, dim=-2).sum(-1)  # Σ_j ‖column j‖
+    torch.testing.assert_close(product_column_norms_21(A, B), brute, rtol=1e-10, atol=1e-12)
+
+
+def test_gqa_head_mapping_and_ov_orientation():
+    """Query head h reads KV head h // (H/H_kv); OV = W_V W_O in row-vector orientation."""
+    g = torch.Generator().manual_seed(1)
+    H, Hkv, N, d, F = 4, 2, 10, 3, 7
+    lw = LayerWeights(
+        index=0,
+        W_Q=torch.randn(H, N, d, generator=g, dtype=torch.float64),
+        W_K=torch.randn(Hkv, N, d, generator=g, dtype=torch.float64),
+        W_V=torch.randn(Hkv, N, d, generator=g, dtype=torch.float64),
+        W_O=torch.randn(H, d, N, generator=g, dtype=torch.float64),
+        M_in=torch.randn(N, F, generator=g, dtype=torch.float64),
+        M_out=torch.randn(F, N, generator=g, dtype=torch.float64),
+    )
+    ls = layer_spectra(lw)
+    for h in range(H):
+        kv = h // 2
+        qk = lw.W_Q[h] @ lw.W_K[kv].T
+        ov = lw.W_V[kv] @ lw.W_O[h]
+        np.testing.assert_allclose(ls.qk[h].full().numpy(), torch.linalg.svdvals(qk).numpy(), atol=1e-10)
+        np.testing.assert_allclose(ls.ov[h].full().numpy(), torch.linalg.svdvals(ov).numpy(), atol=1e-10)
+        assert ls.qk[h].norm_21 == pytest.approx(float(qk.norm(dim=0).sum()), rel=1e-12)
+        assert ls.ov[h].norm_21 == pytest.approx(float(ov.norm(dim=0).sum()), rel=1e-12)
+    assert ls.m_in.norm_21 == pytest.approx(float(lw.M_in.norm(dim=0).sum()), rel=1e-12)
+    dense = layer_spectra(lw, dense=True)
+    for h in range(H):
+        np.testing.assert_allclose(dense.qk[h].values[:d].numpy(), ls.qk[h].values.numpy(), rtol=1e-10)
+        assert dense.qk[h].norm_21 == pytest.approx(ls.qk[h].norm_21, rel=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(8, 20), (20, 8), (13, 13)])
+def test_gram_route_matches_svd_on_well_conditioned(shape):
+    M = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s, how = ff_singular_values(M, "auto")
+    assert how == "gram"
+    torch.testing.assert_close(s, torch.linalg.svdvals(M), rtol=1e-10, atol=0)
+
+
+def test_gram_guard_falls_back_on_ill_conditioned():
+    """σ from 1 down to 1e-9: the Gram route would lose the small values; auto must take the SVD."""
+    g = torch.Generator().manual_seed(0)
+    n = 30
+    U, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(2 * n, n, generator=g, dtype=torch.float64))
+    sig = torch.logspace(0, -9, n, dtype=torch.float64)
+    M = U @ torch.diag(sig) @ V.T
+    s_gram, _ = ff_singular_values(M, "gram")
+    rel_gram = ((s_gram - sig) / sig).abs().max()
+    assert rel_gram > 1e-3  # the naive route is really wrong here
+    s_auto, how = ff_singular_values(M, "auto")
+    assert how == "svd"
+    assert float(((s_auto - sig) / sig).abs().max()) < 1e-5
+
+
+def test_gram_guard_threshold_is_the_documented_rule():
+    """Accept exactly when λ_min ≥ n·ε·λ_max / (2·1e-8)."""
+    n = 16
+    eps = torch.finfo(torch.float64).eps
+    ratio = n * eps / (2 * 1e-8)  # λ_min / λ_max at the boundary
+    for factor, expected in ((2.0, "gram"), (0.5, "svd")):
+        sig = torch.ones(n, dtype=torch.float64)
+        sig[-1] = (ratio * factor) ** 0.5
+        M = torch.diag(sig)
+        assert ff_singular_values(M, "auto")[1] == expected
+
+
+def test_zero_matrix_is_valid():
+    s, how = ff_singular_values(torch.zeros(5, 7, dtype=torch.float64), "auto")
+    assert torch.count_nonzero(s) == 0
+    A = torch.zeros(2, 6, 3, dtype=torch.float64)
+    assert torch.count_nonzero(factored_product_spectra(A, torch.randn(2, 6, 3, dtype=torch.float64))) == 0

@@ -1,0 +1,85 @@
+"""Per-matrix measures: hand values, orthogonal invariance, homogeneity, p-monotonicity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specbound import measures
+
+
+def _sv(A: np.ndarray) -> np.ndarray:
+    return np.linalg.svd(A, compute_uv=False)
+
+
+def test_hand_values():
+    s = np.array([3.0, 4.0 / 3.0, 0.0])  # diag(3, 4/3, 0)
+    assert measures.spectral_norm(s) == 3.0
+    assert measures.frobenius(s) == pytest.approx(math.sqrt(9 + 16 / 9))
+    assert measures.nuclear(s) == pytest.approx(3 + 4 / 3)
+    assert measures.schatten(s, 2) == pytest.approx(9 + 16 / 9)
+    assert measures.schatten(s, 0.5) == pytest.approx(math.sqrt(3) + math.sqrt(4 / 3))
+    assert measures.schatten(s, 0, r=3) == 2.0
+    assert measures.numerical_rank(s, 3) == 2
+    assert measures.stable_rank(s) == pytest.approx((9 + 16 / 9) / 9)
+    q = np.array([3.0, 4 / 3]) / (3 + 4 / 3)
+    assert measures.effective_rank(s) == pytest.approx(math.exp(-(q * np.log(q)).sum()))
+    assert measures.log_schatten(s, 1.0) == pytest.approx(math.log(3 + 4 / 3))
+
+
+def test_rank_threshold_is_relative_with_floor():
+    # 1e-10 · r · max(σ1, 1): for σ1 < 1 the floor is absolute
+    assert measures.numerical_rank(np.array([1e-3, 1e-9]), 2) == 2
+    assert measures.numerical_rank(np.array([1e-3, 1e-11]), 2) == 1
+    assert measures.numerical_rank(np.array([1e6, 1e-3]), 2) == 2  # threshold 2e-4 < 1e-3: kept
+    assert measures.numerical_rank(np.array([1e8, 1e-3]), 2) == 1  # threshold 2e-2 > 1e-3
+
+
+def test_zero_matrix_conventions():
+    s = np.zeros(4)
+    assert measures.numerical_rank(s, 4) == 0
+    assert measures.stable_rank(s) == 0.0
+    assert measures.effective_rank(s) == 0.0
+    assert measures.log_schatten(s, 1.0) == -math.inf
+
+
+def test_flat_spectrum_effective_rank_is_rank():
+    assert measures.effective_rank(np.ones(7) * 2.5) == pytest.approx(7.0)
+    assert measures.stable_rank(np.ones(7) * 2.5) == pytest.approx(7.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(2, 12), n=st.integers(2, 12), seed=st.integers(0, 9999), c=st.floats(0.1, 10.0))
+def test_orthogonal_invariance_and_homogeneity(m, n, seed, c):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((m, n))
+    U, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    s, s_rot, s_c = _sv(A), _sv(U @ A @ V.T), _sv(c * A)
+    r = min(m, n)
+    for f in (measures.spectral_norm, measures.frobenius, measures.nuclear, measures.stable_rank, measures.effective_rank):
+        assert f(s_rot) == pytest.approx(f(s), rel=1e-9)
+    for p in (0.25, 1.0, 2.0):
+        assert measures.schatten(s_rot, p) == pytest.approx(measures.schatten(s, p), rel=1e-9)
+        assert measures.schatten(s_c, p) == pytest.approx(c**p * measures.schatten(s, p), rel=1e-9)
+    assert measures.nuclear(s_c) == pytest.approx(c * measures.nuclear(s), rel=1e-9)
+    assert measures.stable_rank(s_c) == pytest.approx(measures.stable_rank(s), rel=1e-9)  # scale-free
+    assert measures.numerical_rank(s_rot, r) == measures.numerical_rank(s, r)
+    # the Frobenius norm is the entrywise 2-norm: a brute-force check
+    assert measures.frobenius(s) == pytest.approx(float(np.sqrt((A * A).sum())), rel=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 9999), k=st.integers(1, 10))
+def test_schatten_norm_is_nonincreasing_in_p(seed, k):
+    s = np.sort(np.random.default_rng(seed).uniform(0.01, 5, k))[::-1]
+    ps = [0.1, 0.3, 0.5, 1.0, 1.5, 2.0]
+    norms = [measures.schatten(s, p) ** (1 / p) for p in ps]
+    assert all(a >= b * (1 - 1e-12) for a, b in zip(norms, norms[1:]))
+    # and 1 ≤ effective rank ≤ rank, stable rank ≤ rank
+    assert 1 - 1e-12 <= measures.effective_rank(s) <= k + 1e-9
+    assert measures.stable_rank(s) <= k + 1e-9
