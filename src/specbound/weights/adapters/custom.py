@@ -193,10 +193,13 @@ class MappingAdapter(Adapter):
         if tuple(t.shape) != shape:
             raise InputError(
                 f"{self.src.description}: tensor {self.prefix + name!r} has shape "
-                f"{tuple(t.shape)}, but the mapping {self.label} implies {shape} (layout "
+                f"{tuple(t.shape)}, but {self._desc()} implies {shape} (layout "
                 f"{self.spec['layout']!r}); fix L/N/H/H_kv/d_h/layout in the mapping."
             )
         return t
+
+    def _desc(self) -> str:
+        return "the name mapping" if self.label == "name mapping" else f"the name mapping {self.label}"
 
     def _shape(self, field: str, name: str) -> tuple[int, ...]:
         try:
@@ -245,7 +248,6 @@ class MappingAdapter(Adapter):
         H, Hkv, N, dh, F = info.n_heads, info.n_kv_heads, info.d_model, info.d_head, info.d_ff
         q, k, v, o, m_out = (s[f].format(i=i) for f in ("Q", "K", "V", "O", "M_out"))
         m_in_names = [t.format(i=i) for t in s["M_in"]]
-        m_in = torch.cat([self._rowvec(n, (N, F)) for n in m_in_names], dim=1)
         names = {"W_Q": q, "W_K": k, "W_V": v, "W_O": o, "M_out": m_out}
         full = {key: self.prefix + n for key, n in names.items()}
         full["M_in"] = " | ".join(self.prefix + n for n in m_in_names)
@@ -255,7 +257,8 @@ class MappingAdapter(Adapter):
             W_K=split_columns(self._rowvec(k, (N, Hkv * dh)), Hkv, dh),
             W_V=split_columns(self._rowvec(v, (N, Hkv * dh)), Hkv, dh),
             W_O=split_rows(self._rowvec(o, (H * dh, N)), H, dh),
-            M_in=m_in,
+            # [N, d_ff] (| [N, d_ff]) → [N, d_ff] or [N, 2·d_ff]
+            M_in=torch.cat([self._rowvec(n, (N, F)) for n in m_in_names], dim=1),
             M_out=self._rowvec(m_out, (F, N)),
             names=full,
             gated=len(m_in_names) == 2,
