@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny_models import FAMILIES, FF, H, L, N, build
 
 from specbound.errors import InputError
@@ -521,3 +523,48 @@ def test_layer_index_out_of_range(saved) -> None:
     w = open_weights(saved("gpt2")[1])
     with pytest.raises(IndexError):
         w.layer(L)
+
+
+# -- property tests: head splitting for arbitrary shapes (no transformers model needed) -------------
+
+
+@st.composite
+def _llama_shapes(draw) -> tuple[int, int, int, int, int]:
+    """(N, H, H_kv, d_h, d_ff) with H_kv | H and d_h free (H·d_h ≠ N allowed)."""
+    h_kv = draw(st.integers(1, 3))
+    H_ = h_kv * draw(st.integers(1, 3))
+    return draw(st.integers(2, 12)), H_, h_kv, draw(st.integers(1, 5)), draw(st.integers(1, 9))
+
+
+@settings(max_examples=30, deadline=None)
+@given(shapes=_llama_shapes(), seed=st.integers(0, 2**16))
+def test_llama_state_dict_any_shapes(shapes: tuple[int, int, int, int, int], seed: int) -> None:
+    """QK/OV per head with GQA mapping h // (H/H_kv) for random shapes, from a raw state_dict."""
+    N_, H_, Hkv, dh, F = shapes
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for i in range(2):
+        p = f"model.layers.{i}."
+        sd[p + "self_attn.q_proj.weight"] = torch.randn(H_ * dh, N_, generator=g)
+        sd[p + "self_attn.k_proj.weight"] = torch.randn(Hkv * dh, N_, generator=g)
+        sd[p + "self_attn.v_proj.weight"] = torch.randn(Hkv * dh, N_, generator=g)
+        sd[p + "self_attn.o_proj.weight"] = torch.randn(N_, H_ * dh, generator=g)
+        sd[p + "mlp.gate_proj.weight"] = torch.randn(F, N_, generator=g)
+        sd[p + "mlp.up_proj.weight"] = torch.randn(F, N_, generator=g)
+        sd[p + "mlp.down_proj.weight"] = torch.randn(N_, F, generator=g)
+    cfg = {"model_type": "llama", "hidden_size": N_, "num_attention_heads": H_,
+           "num_key_value_heads": Hkv, "head_dim": dh, "num_hidden_layers": 2, "intermediate_size": F}
+    w = open_weights(sd, config=cfg)
+    assert ("grouped_query_attention" in _codes(w)) == (Hkv < H_)
+    for i, lw in enumerate(w.layers()):
+        p = f"model.layers.{i}."
+        q, k = sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"]
+        v, o = sd[p + "self_attn.v_proj.weight"], sd[p + "self_attn.o_proj.weight"]
+        for h in range(H_):
+            kv = h // (H_ // Hkv)
+            hs, gs = slice(h * dh, (h + 1) * dh), slice(kv * dh, (kv + 1) * dh)
+            assert close(lw.W_Q[h] @ lw.W_K[kv].T, q[hs].T @ k[gs])
+            assert close(lw.W_V[kv] @ lw.W_O[h], v[gs].T @ o.T[hs])
+        gate, up = sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]
+        assert torch.equal(lw.M_in, torch.cat([gate.T, up.T], dim=1))
+        assert torch.equal(lw.M_out, sd[p + "mlp.down_proj.weight"].T)

@@ -65,8 +65,6 @@ class LlamaAdapter(Adapter):
             "W_O": p + "self_attn.o_proj.weight",
             "M_out": p + "mlp.down_proj.weight",
         }
-        # [N, d_ff] | [N, d_ff] → [N, 2·d_ff]
-        m_in = torch.cat([self.ff_proj(gate, (F, N)), self.ff_proj(up, (F, N))], dim=1)
         full = {key: self.prefix + n for key, n in names.items()}
         full["M_in"] = f"{self.prefix}{gate} | {self.prefix}{up}"
         return LayerWeights(
@@ -75,7 +73,8 @@ class LlamaAdapter(Adapter):
             W_K=self.head_proj(names["W_K"], info, Hkv),
             W_V=self.head_proj(names["W_V"], info, Hkv),
             W_O=self.out_proj(names["W_O"], info),
-            M_in=m_in,
+            # [N, d_ff] | [N, d_ff] → [N, 2·d_ff]
+            M_in=torch.cat([self.ff_proj(gate, (F, N)), self.ff_proj(up, (F, N))], dim=1),
             M_out=self.ff_proj(names["M_out"], (N, F)),
             names=full,
             gated=True,
