@@ -1,0 +1,353 @@
+"""Experiment E2: how the bound proxies grow with depth L and width N (Sakai & Imaizumi 2026, §6).
+
+The published claim: over the 24 BERT miniatures, the spectrum-adaptive proxy B_SA grows more
+slowly with L and N than the norm-based proxy B_E. :func:`run_scaling` runs the study on any
+grid of checkpoints indexed by (L, N):
+
+* ``family="miniatures"`` — ``google/bert_uncased_L-{2..12}_H-{128..768}_A-{H/64}`` from the hub
+  or the local Hugging Face cache; models that cannot be had are listed in ``config.json``
+  (``missing``) and the study runs on the rest;
+* ``family="synthetic"`` — BERT-style encoders trained here on a seeded synthetic language
+  (:mod:`specbound.experiments.scaling_synthetic`); finished checkpoints are reused;
+* ``family=<file.csv|file.json>`` — any grid: ``source, L, N[, name]`` per model
+  (:func:`specbound.experiments.scaling_grid.read_grid`).
+
+Outputs in ``out``: ``models.csv`` (one row per model: L, N, H, source, every bound family's
+value and log10 value, mean p*, norm summaries, training metrics for the synthetic family),
+``exponents.csv`` (:func:`~specbound.experiments.scaling_grid.fit_exponents`), ``norms.csv``
+(per model and matrix kind: mean spectral, (2,1) and (1,1) norms), ``config.json`` (config,
+seed, versions, wall time, missing models) and PNG plots (:mod:`.scaling_plots`).
+
+Column names: ``<family>`` is the proxy's value (empty when it overflows float64),
+``log10_<family>`` its log10 (always finite); B_SA is ``spectrum_adaptive``, B_E ``edelman``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from specbound.errors import InputError
+from specbound.experiments import scaling_grid as grid
+from specbound.experiments import scaling_synthetic as synth
+
+#: ``progress(message, done, total)``: the library never prints; the CLI draws a bar from this.
+Progress = Callable[[str, int, int], None]
+
+KINDS = ("QK", "OV", "M_in", "M_out")
+
+
+@dataclass
+class ScalingConfig:
+    """Options of one E2 run (see :func:`run_scaling`)."""
+
+    family: str = "synthetic"
+    out: Path = Path("specbound-e2")
+    quick: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    l_phi: float = 1.13
+    featured: str | None = None  # name of the model for the per-matrix plots; default: largest
+    cache_dir: str | None = None  # Hugging Face hub cache; default from the environment
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "out": str(self.out),
+            "quick": self.quick,
+            "seed": self.seed,
+            "device": self.device,
+            "l_phi": self.l_phi,
+            "featured": self.featured,
+            "cache_dir": self.cache_dir,
+        }
+
+
+@dataclass
+class ScalingResult:
+    """What a run produced: the tables (also on disk) and the files written."""
+
+    models: pd.DataFrame
+    exponents: pd.DataFrame
+    norms: pd.DataFrame
+    missing: list[dict[str, str]]
+    files: list[Path]
+    config: dict[str, Any]
+    families: list[str] = field(default_factory=list)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and every library the run depends on."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for mod in ("specbound", "torch", "transformers", "numpy", "pandas", "matplotlib", "safetensors", "huggingface_hub"):
+        try:
+            m = __import__(mod)
+            out[mod] = str(getattr(m, "__version__", "unknown"))
+        except ImportError:
+            out[mod] = "not installed"
+    return out
+
+
+def _analyze_fn() -> Callable[..., Any]:
+    import specbound
+
+    fn = getattr(specbound, "analyze", None)
+    if fn is None:
+        raise InputError("this specbound build has no specbound.analyze; the E2 analysis needs it.")
+    return fn
+
+
+def norms_11(path: str, device: str = "cpu") -> dict[str, list[float]]:
+    """Entrywise ‖A‖_{1,1} of every proxy matrix of the checkpoint at ``path``, by kind.
+
+    QK and OV are formed per head (``[H, N, N]``, float64) because the (1,1) norm of a product
+    needs its entries (bounds.md §3). Returns kind → list of values (layer-major, head-minor).
+    """
+    from specbound.weights.adapters import open_weights
+
+    tw = open_weights(path)
+    kv = tw.info.kv_index()
+    out: dict[str, list[float]] = {k: [] for k in KINDS}
+    for lw in tw.layers():
+        lw = lw.to(device, torch.float64)
+        qk = torch.bmm(lw.W_Q, lw.W_K[kv].transpose(1, 2))
+        ov = torch.bmm(lw.W_V[kv], lw.W_O)
+        out["QK"] += qk.abs().sum(dim=(1, 2)).tolist()
+        out["OV"] += ov.abs().sum(dim=(1, 2)).tolist()
+        out["M_in"].append(float(lw.M_in.abs().sum()))
+        out["M_out"].append(float(lw.M_out.abs().sum()))
+    return out
+
+
+def _model_dict(info: Any) -> dict[str, Any]:
+    """The report's model facts as a dict with keys L, N, H, d_h, d_ff, model_type."""
+    if hasattr(info, "to_dict"):
+        return info.to_dict()
+    return {k: getattr(info, k) for k in ("L", "N", "H", "d_h", "d_ff", "model_type")}
+
+
+def term_curve_log10(report: Any, row: Any, N: int, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P_m, log10 T(A; p)) for one matrix (bounds.md §4): ``report.term_curve`` when it exists.
+
+    Fallback, computed in log space from ``report.spectra`` and the row's log10 γ*, log10 α:
+    with c = γ*·α·L, ln T(p) = (ln S_p + p·ln c + (p+1)·ln N) / (p+2), and T(0) = sqrt(N·rank).
+    """
+    if hasattr(report, "term_curve"):
+        p, logT = report.term_curve(int(row.layer), int(row.head), str(row.kind))
+        return np.asarray(p, dtype=float), np.asarray(logT, dtype=float)
+    s = np.asarray(report.spectra(int(row.layer), int(row.head), str(row.kind)), dtype=float)
+    m = math.ceil(L + math.log(N))
+    p = np.arange(0, 2 * m + 1) / m
+    log_c = (float(row.log10_gamma) + float(row.log10_alpha)) * math.log(10) + math.log(L)
+    r = len(s)
+    rank = int((s > 1e-10 * r * max(float(s.max(initial=0.0)), 1.0)).sum())
+    pos = s[s > 0]
+    lnT = np.empty_like(p)
+    for i, pi in enumerate(p):
+        if pi == 0:
+            lnT[i] = 0.5 * math.log(N * max(rank, 1))
+        else:
+            x = pi * np.log(pos)
+            ln_s = float(x.max() + np.log(np.exp(x - x.max()).sum()))
+            lnT[i] = (ln_s + pi * log_c + (pi + 1) * math.log(N)) / (pi + 2)
+    return p, lnT / math.log(10)
+
+
+def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: Callable[..., Any] | None = None) -> ScalingResult:
+    """Run E2 on ``cfg.family`` and write every table and plot into ``cfg.out``.
+
+    ``analyze`` defaults to :func:`specbound.analyze`. Raises :class:`InputError` when no
+    model of the grid can be had (offline and not cached: use ``family="synthetic"``).
+    """
+    from specbound.experiments import scaling_plots as plots
+
+    t0 = time.time()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    report_fn = analyze or _analyze_fn()
+
+    def say(msg: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(msg, done, total)
+
+    extra: dict[str, dict[str, Any]] = {}
+    cfg_extra: dict[str, Any] = {}
+    missing: list[tuple[grid.GridEntry, str]] = []
+    if cfg.family == "synthetic":
+        Ls, Ns = synth.QUICK_GRID if cfg.quick else synth.DEFAULT_GRID
+        recipe = synth.QUICK_RECIPE if cfg.quick else synth.DEFAULT_RECIPE
+        metas = synth.train_grid(out, Ls, Ns, recipe, cfg.seed, say)
+        present = []
+        for m in metas:
+            e = grid.GridEntry(f"L{m['L']}_N{m['N']}", str(Path(m["path"]).relative_to(out)), m["L"], m["N"])
+            present.append((e, m["path"]))
+            extra[e.name] = {
+                k: m.get(k)
+                for k in (
+                    "heldout_masked_ce",
+                    "unigram_masked_ce",
+                    "heldout_masked_acc",
+                    "train_loss_last10pct",
+                    "train_seconds",
+                    "n_parameters",
+                    "reused",
+                )
+            }
+        cfg_extra = {
+            "grid": {"L": list(Ls), "N": list(Ns)},
+            "recipe": recipe.to_dict(),
+            "architecture": "BertForMaskedLM, heads = N/32 (d_h = 32), d_ff = 4N, GELU, post-LN",
+            "language": "specbound.experiments.synthetic_language.SyntheticLanguage"
+            f"(seed={recipe.language_seed}): PCFG with number agreement and lexical selection",
+        }
+    else:
+        if cfg.family == "miniatures":
+            entries = grid.miniature_ids(cfg.quick)
+            cfg_extra = {"grid": {"L": sorted({e.L for e in entries}), "N": sorted({e.N for e in entries})}}
+        else:
+            entries = grid.read_grid(cfg.family)
+            cfg_extra = {"grid_file": str(Path(cfg.family).resolve())}
+        say(f"resolve {len(entries)} checkpoints", 0, len(entries))
+        present, missing = grid.resolve_entries(entries, cfg.cache_dir)
+        if not present:
+            cache = cfg.cache_dir or str(grid.hub_cache_dir())
+            if cfg.family == "miniatures":
+                raise InputError(
+                    f"none of the {len(entries)} BERT miniatures is available (not in the Hugging Face "
+                    f"cache {cache}, and the hub cannot be reached); run with --family synthetic for "
+                    "the offline grid, or --family FILE for local checkpoints."
+                )
+            raise InputError(f"no checkpoint of {cfg.family} is available; first problem: {missing[0][1]}.")
+
+    # -- analysis ---------------------------------------------------------------------------
+    rows: list[dict[str, Any]] = []
+    norm_rows: list[dict[str, Any]] = []
+    reports: dict[str, tuple[Any, grid.GridEntry]] = {}
+    families: list[str] = []
+    featured = cfg.featured or max(present, key=lambda p: (p[0].L * p[0].N**2, p[0].L))[0].name
+    if cfg.featured and cfg.featured not in {e.name for e, _ in present}:
+        raise InputError(f"--featured {cfg.featured}: no such model among {', '.join(e.name for e, _ in present)}.")
+    for i, (e, path) in enumerate(present):
+        say(f"analyse {e.name}", i, len(present))
+        rep = report_fn(path, l_phi=cfg.l_phi, device=cfg.device)
+        info = _model_dict(rep.model)
+        L_m, N_m = int(info["L"]), int(info["N"])
+        if (L_m, N_m) != (e.L, e.N):
+            raise InputError(
+                f"{e.source}: the grid says L={e.L}, N={e.N} but the checkpoint has L={L_m}, N={N_m}; fix the grid."
+            )
+        row: dict[str, Any] = {
+            "name": e.name,
+            "L": e.L,
+            "N": e.N,
+            "H": int(info["H"]),
+            "d_h": int(info["d_h"]),
+            "d_ff": int(info["d_ff"]),
+            "model_type": str(info.get("model_type", "")),
+            "source": e.source,
+        }
+        for fam, br in rep.bounds.items():
+            if fam not in families:
+                families.append(fam)
+            v = br.value
+            row[fam] = float(v) if v is not None and math.isfinite(float(v)) else None
+            row[f"log10_{fam}"] = float(br.log10_value)
+        mats: pd.DataFrame = rep.matrices
+        row["mean_p_star"] = float(mats["p_star"].mean())
+        row["n_matrices"] = len(mats)
+        n11 = norms_11(path, cfg.device)
+        for kind in KINDS:
+            sel = mats[mats["kind"] == kind]
+            vals11 = n11.get(kind, [])
+            norm_rows.append(
+                {
+                    "name": e.name,
+                    "L": e.L,
+                    "N": e.N,
+                    "kind": kind,
+                    "n_matrices": len(sel),
+                    "mean_spectral": float(sel["spectral_norm"].mean()),
+                    "mean_norm_21": float(sel["norm_21"].mean()),
+                    "mean_norm_11": float(np.mean(vals11)) if vals11 else None,
+                    "mean_frobenius": float(sel["frobenius"].mean()),
+                    "mean_stable_rank": float(sel["stable_rank"].mean()),
+                }
+            )
+        row["sum_spectral"] = float(mats["spectral_norm"].sum())
+        row["sum_norm_21"] = float(mats["norm_21"].sum())
+        row["sum_norm_11"] = float(sum(sum(v) for v in n11.values()))
+        row.update(extra.get(e.name, {}))
+        rows.append(row)
+        if e.name == featured:
+            reports[e.name] = (rep, e)
+    say("write tables and plots", len(present), len(present))
+
+    models = pd.DataFrame(rows).sort_values(["L", "N"]).reset_index(drop=True)
+    norms = pd.DataFrame(norm_rows).sort_values(["L", "N", "kind"]).reset_index(drop=True)
+    exponents = grid.fit_exponents(models, families)
+    files = [out / "models.csv", out / "exponents.csv", out / "norms.csv"]
+    models.to_csv(files[0], index=False)
+    exponents.to_csv(files[1], index=False)
+    norms.to_csv(files[2], index=False)
+
+    rep, e = reports[featured]
+    files += plots.plot_proxy_scaling(models, families, out)
+    curves = []
+    for r in rep.matrices.itertuples(index=False):
+        p, logT = term_curve_log10(rep, r, e.N, e.L)
+        curves.append((str(r.kind), int(r.layer), int(r.head), p, logT, float(r.p_star)))
+    files.append(plots.plot_term_curves(curves, out / "term_curves.png", f"{e.name} ({e.source})"))
+    layers = sorted({0, e.L // 2, e.L - 1})
+    spectra = {
+        (kind, layer): np.asarray(rep.spectra(layer, 0 if kind in ("QK", "OV") else -1, kind), dtype=float)
+        for kind in KINDS
+        for layer in layers
+    }
+    files.append(plots.plot_sv_decay(spectra, out / "singular_values.png", f"{e.name} ({e.source})"))
+    files.append(plots.plot_norms(norms, out / "norms_vs_N.png"))
+
+    config = {
+        "experiment": "E2: growth of bound proxies with depth and width (Sakai & Imaizumi 2026, Section 6)",
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        **cfg_extra,
+        "families": families,
+        "featured_model": featured,
+        "models": [{"name": e.name, "source": e.source, "L": e.L, "N": e.N, "path": p} for e, p in present],
+        "missing": [{"name": e.name, "source": e.source, "L": e.L, "N": e.N, "reason": why} for e, why in missing],
+        "exponent_definition": "slope of log10(proxy) against log10(N) at fixed L (exponent of N) and "
+        "against L at fixed N (decades per layer); 95% t intervals; pooled rows fit "
+        "log10 proxy = c + a*log10 N + b*L over the whole grid",
+        "versions": versions(),
+        "started_utc": started,
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_seconds": round(time.time() - t0, 3),
+        "torch_threads": torch.get_num_threads(),
+    }
+    files.append(out / "config.json")
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    say("done", len(present), len(present))
+    return ScalingResult(
+        models=models,
+        exponents=exponents,
+        norms=norms,
+        missing=config["missing"],
+        files=files,
+        config=config,
+        families=families,
+    )

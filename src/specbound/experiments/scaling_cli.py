@@ -1,0 +1,131 @@
+"""``specbound experiment scaling``: the E2 command (registered by :func:`register`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+HELP = """E2: how the bound proxies grow with depth L and width N (Sakai & Imaizumi 2026, Section 6).
+
+--family miniatures: the 24 BERT miniatures google/bert_uncased_L-{2..12}_H-{128..768}_A-{H/64}
+from the Hugging Face cache or the hub (missing ones are listed; --quick: the 4 smallest).
+--family synthetic: BERT-style encoders (heads N/32, d_ff 4N) trained here on a seeded
+synthetic language, grid L in {2,4,6,8} x N in {64,128,256}; --quick: L in {1,2,3} x N in
+{32,64} with a 300-step budget. Finished checkpoints in OUT/checkpoints are reused.
+--family FILE: a .csv or .json listing source (folder or hub id), L, N and optionally name.
+
+Writes OUT/models.csv, exponents.csv, norms.csv, config.json and PNG plots.
+"""
+
+
+def _fail(message: str, code: int) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def scaling(
+    family: str = typer.Option("synthetic", "--family", help="miniatures, synthetic, or a grid FILE (.csv/.json)."),
+    out: Path = typer.Option(Path("specbound-e2"), "--out", help="Output folder (reused on rerun)."),
+    quick: bool = typer.Option(False, "--quick", help="Small grid and budget (synthetic: < 3 min on 2 cores)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of corpora, initialisation and masking."),
+    device: str = typer.Option("cpu", "--device", help="torch device for training and analysis."),
+    l_phi: float = typer.Option(1.13, "--l-phi", help="Lipschitz constant of the activation (GELU: 1.13)."),
+    featured: str = typer.Option(None, "--featured", help="Model name (e.g. L4_N128) for the per-matrix plots; default: the largest."),
+    threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+) -> None:
+    """E2: growth of the bound proxies with depth and width."""
+    from specbound.errors import SpecboundError
+
+    fam = family.strip()
+    if fam not in ("miniatures", "synthetic"):
+        p = Path(fam).expanduser()
+        if p.suffix.lower() not in (".csv", ".json", ".tsv"):
+            _fail(f"--family {family!r}: use miniatures, synthetic or a .csv/.json grid file.", 2)
+        if not p.is_file():
+            _fail(f"--family {family}: no such grid file.", 2)
+        fam = str(p)
+    if seed < 0:
+        _fail(f"--seed {seed}: must be a non-negative integer.", 2)
+    if not (l_phi > 0 and l_phi < float("inf")):
+        _fail(f"--l-phi {l_phi}: must be a positive finite number.", 2)
+    if threads is not None and threads < 1:
+        _fail(f"--threads {threads}: must be a positive integer.", 2)
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out}: exists and is not a folder.", 2)
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        _fail(f"--device {device!r}: not a torch device (e.g. cpu, cuda, cuda:1, mps).", 2)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from specbound.experiments.scaling import ScalingConfig, run_scaling
+
+    err = Console(stderr=True)
+    cfg = ScalingConfig(family=fam, out=out, quick=quick, seed=seed, device=device, l_phi=l_phi, featured=featured)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = bar.add_task("E2 scaling", total=None)
+
+    def progress(message: str, done: int, total: int) -> None:
+        bar.update(task, description=message, completed=done, total=total)
+
+    try:
+        with bar:
+            res = run_scaling(cfg, progress)
+    except SpecboundError as e:
+        _fail(str(e), 1)
+    except FloatingPointError as e:
+        _fail(f"training diverged: {e}", 1)
+
+    con = Console()
+    for m in res.missing:
+        err.print(f"[yellow]missing:[/] {m['source']} ({m['reason']})", highlight=False, soft_wrap=True)
+    con.print(f"E2 on {len(res.models)} models ({family}); wrote {out}/", highlight=False)
+    _print_exponents(con, res.exponents)
+    for f in res.files:
+        con.print(f"  {f}", highlight=False)
+
+
+def _print_exponents(con, exponents) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    if exponents.empty:
+        con.print("no exponents: the grid has no two models sharing L or N.")
+        return
+    t = Table(title="growth exponents: slope of log10 proxy (95% t interval)")
+    for c in ("family", "against", "at", "n", "slope", "95% interval"):
+        t.add_column(c)
+    for r in exponents.itertuples(index=False):
+        at = "pooled" if r.fixed == "all" else f"{r.fixed}={int(r.fixed_value)}"
+        has_ci = r.ci_low is not None and r.ci_low == r.ci_low
+        ci = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if has_ci else f"n/a ({r.n_points} points)"
+        t.add_row(str(r.family), str(r.x), at, str(r.n_points), f"{r.slope:.3f}", ci)
+    con.print(t)
+
+
+def register(experiment_app: typer.Typer) -> None:
+    """Add ``scaling`` to the ``specbound experiment`` group."""
+    experiment_app.command("scaling", help=HELP)(scaling)
+
+
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - convenience entry
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(app)
+    app(argv if argv is not None else sys.argv[1:])

@@ -1,0 +1,321 @@
+"""The offline family of E2: BERT-style encoders trained here on the synthetic language.
+
+Every grid point (L, N) gets the same recipe (:class:`Recipe`): ``BertForMaskedLM`` from a
+``BertConfig`` with ``num_hidden_layers = L``, ``hidden_size = N``, ``num_attention_heads =
+N / head_dim`` (``head_dim = 32`` by default, so every width has at least one head and d_h is
+the same across the grid; the published miniatures use d_h = 64), ``intermediate_size = 4N``,
+GELU, post-LayerNorm, trained with masked-token prediction (BERT's 15 % / 80-10-10 masking)
+by AdamW with linear warm-up and decay, for a fixed number of steps on a fixed training
+corpus drawn from :class:`~specbound.experiments.synthetic_language.SyntheticLanguage`.
+
+Checkpoints are written with ``save_pretrained`` (``config.json`` + ``model.safetensors``)
+together with ``training.json`` (the recipe, seed, losses, held-out masked-token loss and the
+unigram baseline). A later run with the same recipe and seed reuses a finished checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from specbound.experiments.synthetic_language import (
+    CLS,
+    MASK,
+    PAD,
+    SEP,
+    SPECIAL_TOKENS,
+    SyntheticLanguage,
+    unigram_logprobs,
+)
+
+TRAINING_META = "training.json"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe shared by every grid point (sizes in tokens / sequences / steps)."""
+
+    steps: int = 500
+    batch_size: int = 32
+    seq_len: int = 32
+    n_train: int = 16000
+    n_heldout: int = 2000
+    lr: float = 1e-3
+    warmup_frac: float = 0.1
+    weight_decay: float = 0.01
+    mask_prob: float = 0.15
+    head_dim: int = 32
+    ff_mult: int = 4
+    dropout: float = 0.0
+    language_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def key(self, seed: int) -> str:
+        """A short hash of the recipe and seed: a checkpoint is reused only if it matches."""
+        blob = json.dumps({"recipe": self.to_dict(), "seed": seed}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+#: the default grid and recipe, and the ``--quick`` ones (documented in the CLI help).
+DEFAULT_GRID: tuple[tuple[int, ...], tuple[int, ...]] = ((2, 4, 6, 8), (64, 128, 256))
+QUICK_GRID: tuple[tuple[int, ...], tuple[int, ...]] = ((1, 2, 3), (32, 64))
+DEFAULT_RECIPE = Recipe()
+QUICK_RECIPE = Recipe(steps=300, batch_size=32, n_train=2000, n_heldout=400, lr=3e-3)
+
+
+def bert_config(L: int, N: int, vocab_size: int, recipe: Recipe):  # -> transformers.BertConfig
+    """The ``BertConfig`` of grid point (L, N) under ``recipe``."""
+    from transformers import BertConfig
+
+    if N % recipe.head_dim:
+        raise ValueError(f"hidden size {N} is not a multiple of the head width {recipe.head_dim}")
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=N,
+        num_hidden_layers=L,
+        num_attention_heads=N // recipe.head_dim,
+        intermediate_size=recipe.ff_mult * N,
+        hidden_act="gelu",
+        hidden_dropout_prob=recipe.dropout,
+        attention_probs_dropout_prob=recipe.dropout,
+        max_position_embeddings=recipe.seq_len,
+        type_vocab_size=1,
+        pad_token_id=PAD,
+    )
+
+
+def mask_tokens(
+    ids: torch.Tensor, vocab_size: int, mask_prob: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: returns (inputs, labels) with labels = -100 where nothing is predicted.
+
+    ``mask_prob`` of the non-special tokens are chosen; of those 80 % become ``[MASK]``, 10 %
+    a random word, 10 % stay.
+    """
+    n_special = len(SPECIAL_TOKENS)
+    candidates = ids >= n_special
+    chosen = (torch.rand(ids.shape, generator=generator) < mask_prob) & candidates
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    inputs = ids.clone()
+    u = torch.rand(ids.shape, generator=generator)
+    inputs[chosen & (u < 0.8)] = MASK
+    rand_pos = chosen & (u >= 0.8) & (u < 0.9)
+    random_words = torch.randint(n_special, vocab_size, ids.shape, generator=generator)
+    inputs[rand_pos] = random_words[rand_pos]
+    return inputs, labels
+
+
+@dataclass
+class Corpora:
+    """The training and held-out corpora of one run (``[n, seq_len]`` int64)."""
+
+    language: SyntheticLanguage
+    train: np.ndarray
+    heldout: np.ndarray
+
+
+def make_corpora(recipe: Recipe, seed: int) -> Corpora:
+    """Training corpus from sample seed ``seed``, held-out corpus from a disjoint seed stream."""
+    lang = SyntheticLanguage(recipe.language_seed)
+    train = lang.corpus(recipe.n_train, recipe.seq_len, seed=2 * seed)
+    heldout = lang.corpus(recipe.n_heldout, recipe.seq_len, seed=2 * seed + 1)
+    return Corpora(lang, train, heldout)
+
+
+@torch.no_grad()
+def evaluate_masked(model: torch.nn.Module, corpora: Corpora, recipe: Recipe, seed: int) -> dict[str, float]:
+    """Held-out masked-token cross-entropy (nats) of ``model`` and of the unigram baseline.
+
+    The masks are drawn with a fixed generator, so every model of a run is scored on the same
+    masked positions; the unigram distribution is estimated on the training corpus.
+    """
+    model.eval()
+    g = torch.Generator().manual_seed(10_000 + seed)
+    ids = torch.from_numpy(corpora.heldout)
+    V = corpora.language.vocab_size
+    inputs, labels = mask_tokens(ids, V, recipe.mask_prob, g)
+    uni = torch.from_numpy(unigram_logprobs(corpora.train, V))
+    tot_model, tot_uni, tot_acc, count = 0.0, 0.0, 0.0, 0
+    for i in range(0, len(ids), 256):
+        x, y = inputs[i : i + 256], labels[i : i + 256]
+        logits = model(input_ids=x, attention_mask=(x != PAD).long()).logits
+        m = y != -100
+        lp = torch.log_softmax(logits[m].double(), dim=-1)
+        tgt = y[m]
+        tot_model += float(-lp.gather(1, tgt[:, None]).sum())
+        tot_uni += float(-uni[tgt].sum())
+        tot_acc += float((lp.argmax(-1) == tgt).sum())
+        count += int(m.sum())
+    return {
+        "heldout_masked_ce": tot_model / count,
+        "unigram_masked_ce": tot_uni / count,
+        "heldout_masked_acc": tot_acc / count,
+        "heldout_masked_tokens": count,
+    }
+
+
+def _save_quietly(model: torch.nn.Module, out_dir: Path) -> None:
+    """``save_pretrained`` as safetensors without transformers' progress bar (library: no output)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(out_dir, safe_serialization=True)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def train_one(
+    L: int,
+    N: int,
+    out_dir: Path,
+    corpora: Corpora,
+    recipe: Recipe,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train grid point (L, N) into ``out_dir`` (or reuse a finished checkpoint there).
+
+    Returns the ``training.json`` dictionary (``reused`` says whether training was skipped).
+    ``progress(step, steps)`` is called during training. Uses the caller's torch thread setting.
+    """
+    from transformers import BertForMaskedLM
+
+    out_dir = Path(out_dir)
+    meta_path = out_dir / TRAINING_META
+    key = recipe.key(seed)
+    if meta_path.is_file() and (out_dir / "model.safetensors").is_file() and (out_dir / "config.json").is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError:
+            meta = {}
+        if meta.get("key") == key and meta.get("L") == L and meta.get("N") == N:
+            meta["reused"] = True
+            return meta
+
+    t0 = time.time()
+    V = corpora.language.vocab_size
+    point_seed = seed * 1_000_003 + 1009 * L + N  # same recipe, own init per grid point
+    torch.manual_seed(point_seed)
+    model = BertForMaskedLM(bert_config(L, N, V, recipe))
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    warm = max(1, int(recipe.warmup_frac * recipe.steps))
+
+    def lr_factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (recipe.steps - step) / max(1, recipe.steps - warm))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    g = torch.Generator().manual_seed(point_seed)
+    train = torch.from_numpy(corpora.train)
+    losses: list[float] = []
+    model.train()
+    for step in range(recipe.steps):
+        idx = torch.randint(0, len(train), (recipe.batch_size,), generator=g)
+        x, y = mask_tokens(train[idx], V, recipe.mask_prob, g)
+        out = model(input_ids=x, attention_mask=(x != PAD).long(), labels=y)
+        loss = out.loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training diverged at step {step} for L={L}, N={N}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, recipe.steps)
+    ev = evaluate_masked(model, corpora, recipe, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_quietly(model, out_dir)
+    tail = losses[-max(1, len(losses) // 10) :]
+    meta = {
+        "L": L,
+        "N": N,
+        "H": N // recipe.head_dim,
+        "key": key,
+        "seed": seed,
+        "recipe": recipe.to_dict(),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "train_loss_last10pct": float(np.mean(tail)),
+        "train_loss_first": losses[0] if losses else math.nan,
+        "train_seconds": time.time() - t0,
+        **ev,
+    }
+    meta_path.write_text(json.dumps(meta, indent=2))
+    meta["reused"] = False
+    return meta
+
+
+def checkpoint_dir(out: Path, L: int, N: int) -> Path:
+    """Where grid point (L, N) of a synthetic run in ``out`` keeps its checkpoint."""
+    return Path(out) / "checkpoints" / f"L{L}_N{N}"
+
+
+def train_grid(
+    out: Path,
+    Ls: tuple[int, ...] | list[int],
+    Ns: tuple[int, ...] | list[int],
+    recipe: Recipe,
+    seed: int,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train (or reuse) every grid point, cheapest first; returns their ``training.json`` dicts.
+
+    ``progress(message, done, total)`` reports finished grid points and, within a point,
+    training steps (``message`` names the point).
+    """
+    points = sorted(((L, N) for L in Ls for N in Ns), key=lambda p: (p[0] * p[1] ** 2, p))
+    corpora: Corpora | None = None
+    metas: list[dict[str, Any]] = []
+    for i, (L, N) in enumerate(points):
+        d = checkpoint_dir(out, L, N)
+        if progress is not None:
+            progress(f"train L={L} N={N}", i, len(points))
+        if corpora is None and not _finished(d, L, N, recipe, seed):
+            corpora = make_corpora(recipe, seed)
+        step_cb = None
+        if progress is not None:
+            def step_cb(step: int, steps: int, _L: int = L, _N: int = N, _i: int = i) -> None:
+                if step % 10 == 0 or step == steps:
+                    progress(f"train L={_L} N={_N} step {step}/{steps}", _i, len(points))
+        meta = train_one(L, N, d, corpora, recipe, seed, step_cb)  # type: ignore[arg-type]
+        meta["path"] = str(d)
+        metas.append(meta)
+    if progress is not None:
+        progress("trained", len(points), len(points))
+    return metas
+
+
+def _finished(d: Path, L: int, N: int, recipe: Recipe, seed: int) -> bool:
+    try:
+        meta = json.loads((d / TRAINING_META).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        meta.get("key") == recipe.key(seed)
+        and meta.get("L") == L
+        and meta.get("N") == N
+        and (d / "model.safetensors").is_file()
+    )
