@@ -1,0 +1,140 @@
+"""Benchmark: whole-process `specbound analyze` against the dense per-head procedure.
+
+Builds a BERT-base-shaped checkpoint (12 layers, N = 768, 12 heads, d_ff = 3072, random
+float32 weights, safetensors) in a temporary folder, then times, each as its own process:
+
+* ``specbound analyze CKPT`` (factored per-head spectra, Gram-route feed-forward spectra);
+* the dense per-head procedure (the published one): load the checkpoint, form every N × N
+  product QK and OV in float64, take its dense SVD, set the singular values past the head's rank
+  to zero, take dense SVDs of the feed-forward matrices, then evaluate B_SA and B_E with the same
+  formulas.
+
+It reports wall times, their ratio, peak RSS of each process, and the relative difference of
+B_SA and B_E between the two. Usage: ``python bench/bench_analyze.py [--layers 12] [--repeat 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def make_checkpoint(folder: Path, L: int, N: int, H: int, F: int, seed: int = 0) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for i in range(L):
+        p = f"encoder.layer.{i}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            sd[p + name + ".weight"] = torch.randn(N, N, generator=g) * 0.04
+            sd[p + name + ".bias"] = torch.zeros(N)
+        sd[p + "intermediate.dense.weight"] = torch.randn(F, N, generator=g) * 0.04
+        sd[p + "output.dense.weight"] = torch.randn(N, F, generator=g) * 0.02
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(folder / "model.safetensors"))
+    cfg = {"model_type": "bert", "num_hidden_layers": L, "hidden_size": N, "num_attention_heads": H,
+           "intermediate_size": F, "hidden_act": "gelu"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def dense_worker(ckpt: Path, out_json: Path) -> None:
+    """The dense per-head procedure, run in its own process."""
+    import torch
+    from safetensors.torch import load_file
+
+    from specbound.bounds import BoundParams, available_bounds
+    from specbound.spectra.core import LayerSpectra, MatrixSpectrum
+    from specbound.spectra.model import ModelSpectra
+    from specbound.weights.canonical import ModelInfo
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    L, N, H, F = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"], cfg["intermediate_size"]
+    dh = N // H
+    sd = load_file(str(ckpt / "model.safetensors"))
+    layers = []
+    for i in range(L):
+        p = f"encoder.layer.{i}."
+        q, k, v, o = (sd[p + n + ".weight"].double() for n in
+                      ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"))
+        qk, ov = [], []
+        for h in range(H):
+            hs = slice(h * dh, (h + 1) * dh)
+            for prod, dest in ((q[hs].T @ k[hs], qk), (v[hs].T @ o.T[hs], ov)):
+                s = torch.linalg.svdvals(prod)
+                s[dh:] = 0.0  # past the head's rank: exact zeros
+                dest.append(MatrixSpectrum(s, N, N, float(prod.norm(dim=0).sum()), "dense"))
+        m_in = sd[p + "intermediate.dense.weight"].double().T
+        m_out = sd[p + "output.dense.weight"].double().T
+        layers.append(LayerSpectra(
+            i, qk, ov,
+            MatrixSpectrum(torch.linalg.svdvals(m_in), N, F, float(m_in.norm(dim=0).sum()), "svd"),
+            MatrixSpectrum(torch.linalg.svdvals(m_out), F, N, float(m_out.norm(dim=0).sum()), "svd"),
+        ))
+    ms = ModelSpectra(ModelInfo("bert", L, N, H, H, dh, F, source=str(ckpt)), layers, dense=True)
+    res = {name: b.evaluate(ms, BoundParams()).log10_value for name, b in available_bounds().items()
+           if name in ("spectrum_adaptive", "edelman")}
+    out_json.write_text(json.dumps(res))
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Wall time (s) and peak RSS (MB) of a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--hidden", type=int, default=768)
+    ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--ff", type=int, default=3072)
+    ap.add_argument("--dense-worker", nargs=2, metavar=("CKPT", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.dense_worker:
+        dense_worker(Path(args.dense_worker[0]), Path(args.dense_worker[1]))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ckpt = make_checkpoint(tmp / "ckpt", args.layers, args.hidden, args.heads, args.ff)
+        size_mb = (ckpt / "model.safetensors").stat().st_size / 2**20
+        specbound = str(Path(sys.executable).with_name("specbound"))
+        # factored: the real CLI, as a user runs it (no plots: the plots are not the analysis)
+        t_fac, rss_fac = timed([specbound, "analyze", str(ckpt), "--out", str(tmp / "rep"), "--no-plots"])
+        t_fac_plots, _ = timed([specbound, "analyze", str(ckpt), "--out", str(tmp / "rep2")])
+        t_dense, rss_dense = timed([sys.executable, __file__, "--dense-worker", str(ckpt), str(tmp / "dense.json")])
+        fac = json.loads((tmp / "rep" / "report.json").read_text())
+        dense = json.loads((tmp / "dense.json").read_text())
+        rows = {
+            "shape": f"L={args.layers} N={args.hidden} H={args.heads} d_ff={args.ff} ({size_mb:.0f} MB fp32)",
+            "cpu_threads": os.cpu_count(),
+            "specbound_analyze_s": round(t_fac, 2),
+            "specbound_analyze_with_plots_s": round(t_fac_plots, 2),
+            "dense_per_head_s": round(t_dense, 2),
+            "speedup": round(t_dense / t_fac, 1),
+            "peak_rss_specbound_MB": round(rss_fac),
+            "peak_rss_dense_MB": round(rss_dense),
+            "analysis_only_s": round(fac["elapsed_s"], 2),
+        }
+        for name in ("spectrum_adaptive", "edelman"):
+            a, b = fac["bounds"][name]["log10_value"], dense[name]
+            rows[f"{name}_log10"] = a
+            rows[f"{name}_rel_diff"] = abs(10 ** (a - b) - 1)
+        print(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
