@@ -50,7 +50,7 @@ def test_options_reach_the_analysis(tiny_bert, tmp_path):
               "--l-phi", "1.0", "--grid-m", "7", "--bounds", "edelman", "--ff-method", "svd")
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert doc["options"] == {"l_phi": 1.0, "grid_m": 7, "dtype": "float32", "device": "cpu", "dense": True,
+    assert doc["options"] == {"l_phi": 1.0, "l_phi_from": "option", "grid_m": 7, "dtype": "float32", "device": "cpu", "dense": True,
                               "ff_method": "svd", "bounds": ["edelman"]}
     assert set(doc["bounds"]) == {"edelman"}
     assert not (tmp_path / "o" / "p_star.png").exists()

@@ -32,6 +32,26 @@ MATRIX_COLUMNS = [
 ]
 
 
+#: Lipschitz constants L_φ = sup |φ'| of activations, rounded up (so the proxy stays an upper
+#: bound): GELU (exact and tanh forms) 1.1290 → 1.13 as in bounds.md; SiLU/Swish and quick-GELU
+#: x·σ(1.702x) 1.0998 → 1.1; ReLU, tanh, ELU 1. Measured numerically in tests/test_analysis.py.
+LIPSCHITZ = {
+    "gelu": 1.13, "gelu_new": 1.13, "gelu_fast": 1.13, "gelu_pytorch_tanh": 1.13, "gelu_python": 1.13,
+    "gelu_accurate": 1.13, "silu": 1.1, "swish": 1.1, "quick_gelu": 1.1, "relu": 1.0, "tanh": 1.0, "elu": 1.0,
+}
+
+
+def lipschitz_of(activation: str) -> float:
+    """L_φ of a config's activation name; an error asking for ``--l-phi`` when unknown."""
+    key = activation.lower()
+    if key not in LIPSCHITZ:
+        raise InputError(
+            f"activation {activation!r} has no known Lipschitz constant; pass it with --l-phi "
+            f"(l_phi=...). Known: {', '.join(sorted(LIPSCHITZ))}."
+        )
+    return LIPSCHITZ[key]
+
+
 def _versions() -> dict[str, str]:
     from specbound import __version__
 
@@ -176,7 +196,7 @@ def analyze(
     config: Any = None,
     mapping: Any = None,
     bounds: Sequence[str] | str | None = None,
-    l_phi: float = 1.13,
+    l_phi: float | None = None,
     grid_m: int | None = None,
     dtype: str | torch.dtype = "float64",
     device: str | torch.device | None = "cpu",
@@ -190,7 +210,8 @@ def analyze(
     sharded folder, a ``state_dict``, an ``nn.Module``, a hub id, or :class:`TransformerWeights`;
     ``None`` analyses the packaged default model (all-MiniLM-L6-v2).
     ``bounds``: family names, ``"all"`` or ``None`` (all registered families).
-    ``l_phi``: activation Lipschitz constant (GELU 1.13). ``grid_m``: Schatten grid resolution
+    ``l_phi``: activation Lipschitz constant; ``None`` takes it from the config's activation
+    (:data:`LIPSCHITZ`: GELU 1.13, SiLU 1.1, ReLU 1). ``grid_m``: Schatten grid resolution
     (default ⌈L + ln N⌉). ``dtype``: float64 (default) or float32. ``device``: cpu or cuda.
     ``dense``: form every product and take dense SVDs (the published procedure, for parity).
     ``ff_method``: feed-forward spectra by ``auto`` (Gram eigenvalues when accurate), ``gram`` or ``svd``.
@@ -199,12 +220,15 @@ def analyze(
     t0 = time.perf_counter()
     if source is None:
         source = default_model_path()
-    if not (isinstance(l_phi, (int, float)) and math.isfinite(l_phi) and l_phi > 0):
+    if l_phi is not None and not (isinstance(l_phi, (int, float)) and math.isfinite(l_phi) and l_phi > 0):
         raise InputError(f"l_phi must be a positive finite number, got {l_phi!r}.")
     if grid_m is not None and (isinstance(grid_m, bool) or not isinstance(grid_m, int) or grid_m < 1):
         raise InputError(f"grid_m must be a positive integer, got {grid_m!r}.")
     families = _select_bounds(bounds)
     weights = open_weights(source, config=config, mapping=mapping)
+    l_phi_from = "option" if l_phi is not None else f"activation {weights.info.activation}"
+    if l_phi is None:
+        l_phi = lipschitz_of(weights.info.activation)
     ms = compute_spectra(weights, dtype=dtype, device=device, dense=dense, ff_method=ff_method, progress=progress)
     params = BoundParams(l_phi=float(l_phi), grid_m=grid_m)
     results = {name: fam.evaluate(ms, params) for name, fam in families.items()}
@@ -214,6 +238,7 @@ def analyze(
     info = weights.info
     options = {
         "l_phi": float(l_phi),
+        "l_phi_from": l_phi_from,
         "grid_m": int(sa.params["grid_m"]),
         "dtype": str(dtype).removeprefix("torch."),
         "device": str(device),

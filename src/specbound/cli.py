@@ -133,7 +133,9 @@ def analyze(
     dense: bool = typer.Option(False, "--dense", help="Form every product and take dense SVDs (parity)."),
     dtype: str = typer.Option("float64", "--dtype", help="float64 or float32."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    l_phi: float = typer.Option(1.13, "--l-phi", help="Lipschitz constant of the activation (GELU 1.13, ReLU 1)."),
+    l_phi: Optional[float] = typer.Option(
+        None, "--l-phi", help="Lipschitz constant of the activation (default: from the config's activation; GELU 1.13, SiLU 1.1, ReLU 1)."
+    ),
     grid_m: Optional[int] = typer.Option(None, "--grid-m", help="Schatten grid resolution m (default ceil(L + ln N))."),
     ff_method: str = typer.Option("auto", "--ff-method", help="Feed-forward spectra: auto, gram or svd."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
@@ -150,7 +152,7 @@ def analyze(
         fail(f"--ff-method {ff_method!r}: use auto, gram or svd.", 2)
     if grid_m is not None and grid_m < 1:
         fail(f"--grid-m {grid_m}: must be a positive integer.", 2)
-    if not l_phi > 0 or l_phi != l_phi or l_phi == float("inf"):
+    if l_phi is not None and not (0 < l_phi < float("inf")):
         fail(f"--l-phi {l_phi}: must be a positive finite number.", 2)
     try:
         with progress_bar("analysing layers") as update:
