@@ -221,3 +221,30 @@ def test_main_job_subprocess_on_default_model(tmp_path, minilm_path):
     assert "L=6" in res.stdout and "N=384" in res.stdout and "Report written to" in res.stdout
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert doc["model"]["L"] == 6 and len(doc["matrices"]) == 156
+
+
+def test_custom_mapping_through_the_cli_matches_the_adapter(tiny_bert, tmp_path):
+    mapping = {
+        "L": 2, "N": 16, "H": 4,
+        "Q": "encoder.layer.{i}.attention.self.query.weight",
+        "K": "encoder.layer.{i}.attention.self.key.weight",
+        "V": "encoder.layer.{i}.attention.self.value.weight",
+        "O": "encoder.layer.{i}.attention.output.dense.weight",
+        "M_in": "encoder.layer.{i}.intermediate.dense.weight",
+        "M_out": "encoder.layer.{i}.output.dense.weight",
+    }
+    mfile = tmp_path / "mapping.json"
+    mfile.write_text(json.dumps(mapping))
+    (tiny_bert / "config.json").unlink()  # the mapping needs no config
+    res = run("analyze", str(tiny_bert / "model.safetensors"), "--mapping", str(mfile), "--out", str(tmp_path / "m"), "--no-plots")
+    assert res.exit_code == 0, res.output
+    custom = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert [n["code"] for n in custom["model"]["notes"]] == ["custom_mapping"]
+    write_bert(tmp_path / "again")  # the same seed: the same weights, through the BERT adapter
+    res = run("analyze", str(tmp_path / "again"), "--out", str(tmp_path / "a"), "--no-plots")
+    ref = json.loads((tmp_path / "a" / "report.json").read_text())
+    for name in ("spectrum_adaptive", "edelman"):
+        assert custom["bounds"][name]["log10_value"] == pytest.approx(ref["bounds"][name]["log10_value"], rel=1e-12)
+    mfile.write_text(json.dumps({k: v for k, v in mapping.items() if k != "K"}))
+    res = run("analyze", str(tiny_bert / "model.safetensors"), "--mapping", str(mfile), "--out", str(tmp_path / "x"))
+    _assert_fails(res, 1, "K", str(mfile))
