@@ -44,7 +44,8 @@ def plot_proxy_scaling(models: pd.DataFrame, families: list[str], out: Path) -> 
             ax.set_ylabel(f"proxy / proxy at smallest {against}")
             ax.set_title(PRETTY.get(fam, fam), fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         fig.suptitle(f"Growth of the proxies with {against} at fixed {fixed} (normalised by the first point)", fontsize=10)
         path = Path(out) / fname
         fig.savefig(path, dpi=110)
