@@ -330,3 +330,12 @@ def test_quick_end_to_end_through_the_cli(tmp_path: Path) -> None:
     again = pd.read_csv(out / "models.csv")
     assert again["reused"].all()
     assert np.allclose(again["log10_spectrum_adaptive"], models["log10_spectrum_adaptive"])
+
+
+def test_grid_file_with_wrong_depth_is_an_error(fake_cache: Path, tmp_path: Path) -> None:
+    from specbound.experiments.scaling import ScalingConfig, run_scaling
+
+    snap = fake_cache / "models--google--bert_uncased_L-2_H-128_A-2" / "snapshots" / ("a" * 40)
+    (tmp_path / "g.json").write_text(json.dumps([{"source": str(snap), "L": 4, "N": 128}]))
+    with pytest.raises(InputError, match=r"the grid says L=4, N=128 but the checkpoint has L=2, N=128"):
+        run_scaling(ScalingConfig(family=str(tmp_path / "g.json"), out=tmp_path / "o"))

@@ -191,7 +191,7 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
     if cfg.family == "synthetic":
         Ls, Ns = synth.QUICK_GRID if cfg.quick else synth.DEFAULT_GRID
         recipe = synth.QUICK_RECIPE if cfg.quick else synth.DEFAULT_RECIPE
-        metas = synth.train_grid(out, Ls, Ns, recipe, cfg.seed, say)
+        metas = synth.train_grid(out, Ls, Ns, recipe, cfg.seed, say, cfg.device)
         present = []
         for m in metas:
             e = grid.GridEntry(f"L{m['L']}_N{m['N']}", str(Path(m["path"]).relative_to(out)), m["L"], m["N"])
@@ -330,6 +330,14 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
         "featured_model": featured,
         "models": [{"name": e.name, "source": e.source, "L": e.L, "N": e.N, "path": p} for e, p in present],
         "missing": [{"name": e.name, "source": e.source, "L": e.L, "N": e.N, "reason": why} for e, why in missing],
+        "columns": {
+            "<family>": "value of the bound proxy (empty when it overflows float64)",
+            "log10_<family>": "log10 of the proxy (always finite)",
+            "spectrum_adaptive": "B_SA (bounds.md section 4)",
+            "edelman": "B_E (bounds.md section 5)",
+            "mean_p_star": "mean over the model's matrices of the chosen Schatten index p*",
+            "sum_norm_11": "sum over QK, OV, M_in, M_out of the entrywise (1,1) norm (computed here, QK/OV formed)",
+        },
         "exponent_definition": "slope of log10(proxy) against log10(N) at fixed L (exponent of N) and "
         "against L at fixed N (decades per layer); 95% t intervals; pooled rows fit "
         "log10 proxy = c + a*log10 N + b*L over the whole grid",

@@ -134,7 +134,9 @@ def make_corpora(recipe: Recipe, seed: int) -> Corpora:
 
 
 @torch.no_grad()
-def evaluate_masked(model: torch.nn.Module, corpora: Corpora, recipe: Recipe, seed: int) -> dict[str, float]:
+def evaluate_masked(
+    model: torch.nn.Module, corpora: Corpora, recipe: Recipe, seed: int, device: str | torch.device = "cpu"
+) -> dict[str, float]:
     """Held-out masked-token cross-entropy (nats) of ``model`` and of the unigram baseline.
 
     The masks are drawn with a fixed generator, so every model of a run is scored on the same
@@ -148,8 +150,8 @@ def evaluate_masked(model: torch.nn.Module, corpora: Corpora, recipe: Recipe, se
     uni = torch.from_numpy(unigram_logprobs(corpora.train, V))
     tot_model, tot_uni, tot_acc, count = 0.0, 0.0, 0.0, 0
     for i in range(0, len(ids), 256):
-        x, y = inputs[i : i + 256], labels[i : i + 256]
-        logits = model(input_ids=x, attention_mask=(x != PAD).long()).logits
+        x, y = inputs[i : i + 256].to(device), labels[i : i + 256]
+        logits = model(input_ids=x, attention_mask=(x != PAD).long()).logits.cpu()
         m = y != -100
         lp = torch.log_softmax(logits[m].double(), dim=-1)
         tgt = y[m]
@@ -186,6 +188,7 @@ def train_one(
     recipe: Recipe,
     seed: int,
     progress: Callable[[int, int], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train grid point (L, N) into ``out_dir`` (or reuse a finished checkpoint there).
 
@@ -210,7 +213,7 @@ def train_one(
     V = corpora.language.vocab_size
     point_seed = seed * 1_000_003 + 1009 * L + N  # same recipe, own init per grid point
     torch.manual_seed(point_seed)
-    model = BertForMaskedLM(bert_config(L, N, V, recipe))
+    model = BertForMaskedLM(bert_config(L, N, V, recipe)).to(device)
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     opt = torch.optim.AdamW(
@@ -234,6 +237,7 @@ def train_one(
     for step in range(recipe.steps):
         idx = torch.randint(0, len(train), (recipe.batch_size,), generator=g)
         x, y = mask_tokens(train[idx], V, recipe.mask_prob, g)
+        x, y = x.to(device), y.to(device)
         out = model(input_ids=x, attention_mask=(x != PAD).long(), labels=y)
         loss = out.loss
         if not torch.isfinite(loss):
@@ -246,7 +250,8 @@ def train_one(
         losses.append(float(loss.detach()))
         if progress is not None:
             progress(step + 1, recipe.steps)
-    ev = evaluate_masked(model, corpora, recipe, seed)
+    ev = evaluate_masked(model, corpora, recipe, seed, device)
+    model = model.cpu()
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_quietly(model, out_dir)
     tail = losses[-max(1, len(losses) // 10) :]
@@ -280,6 +285,7 @@ def train_grid(
     recipe: Recipe,
     seed: int,
     progress: Callable[[str, int, int], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> list[dict[str, Any]]:
     """Train (or reuse) every grid point, cheapest first; returns their ``training.json`` dicts.
 
@@ -300,7 +306,7 @@ def train_grid(
             def step_cb(step: int, steps: int, _L: int = L, _N: int = N, _i: int = i) -> None:
                 if step % 10 == 0 or step == steps:
                     progress(f"train L={_L} N={_N} step {step}/{steps}", _i, len(points))
-        meta = train_one(L, N, d, corpora, recipe, seed, step_cb)  # type: ignore[arg-type]
+        meta = train_one(L, N, d, corpora, recipe, seed, step_cb, device)  # type: ignore[arg-type]
         meta["path"] = str(d)
         metas.append(meta)
     if progress is not None:
