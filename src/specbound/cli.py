@@ -177,6 +177,7 @@ def version() -> None:
 
 
 # experiment commands register here
+from specbound.experiments.sparse_majority_cli import register as _r1; _r1(experiment_app)  # noqa: E402, E702
 from specbound.experiments.scaling_cli import register as _r2; _r2(experiment_app)  # noqa: E402, E702
 
 

@@ -45,6 +45,8 @@ NOTE_CODES = {
     "checked against the paper's model.",
     "no_feedforward_activation_between": "The model's feed-forward block differs from the paper's "
     "M_out phi(M_in x); see the adapter's note.",
+    "readout_as_m_out": "M_out is a task read-out (d_ff x n_classes, applied at one position), "
+    "not a feed-forward map back to the hidden size N.",
 }
 
 

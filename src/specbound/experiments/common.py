@@ -1,0 +1,276 @@
+"""Helpers shared by the experiments: seeding, thread control, versions, config hashing,
+atomic file writes, progress events and the slope-with-confidence-interval fit.
+
+Nothing here prints; experiments report progress through a callback taking
+:class:`ProgressEvent`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ProgressEvent",
+    "ProgressCallback",
+    "SlopeFit",
+    "config_hash",
+    "run_rng",
+    "slope_with_ci",
+    "t_quantile",
+    "torch_threads",
+    "versions",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+def run_rng(base_seed: int, *keys: int) -> np.random.Generator:
+    """A NumPy generator for one run, derived from ``base_seed`` and integer ``keys``.
+
+    ``SeedSequence([base_seed, *keys])`` gives statistically independent streams for
+    different keys, and the stream of a run depends only on its own keys, never on which
+    other runs exist. PCG64 output is identical on every platform.
+    """
+    if base_seed < 0 or any(k < 0 for k in keys):
+        raise ValueError("seeds and seed keys must be non-negative integers")
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([base_seed, *keys])))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` and restore the previous value after.
+
+    ``None`` leaves the setting alone.
+    """
+    import torch
+
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, platform, torch, numpy, pandas and specbound."""
+    out: dict[str, str] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+    }
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        out["torch"] = "missing"
+    try:
+        import pandas
+
+        out["pandas"] = pandas.__version__
+    except ImportError:  # pragma: no cover
+        out["pandas"] = "missing"
+    try:
+        from importlib.metadata import version
+
+        out["specbound"] = version("specbound")
+    except Exception:  # pragma: no cover - not installed
+        out["specbound"] = "unknown"
+    return out
+
+
+def config_hash(obj: Any, length: int = 16) -> str:
+    """Stable hex digest of a JSON-serialisable object (keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and rename (no half-written files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------- progress
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress report of an experiment.
+
+    ``kind`` is ``"start"`` (``total`` runs planned), ``"group"`` (training of a batch of
+    runs is under way; ``info`` has epoch / active runs), ``"run"`` (one run finished;
+    ``done`` of ``total``; ``info`` has the run's summary, ``cached`` says whether it was
+    reused from disk) or ``"end"``.
+    """
+
+    kind: str
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    cached: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _t_logpdf_const(df: float) -> float:
+    return math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+
+def _t_cdf(x: float, df: float) -> float:
+    """CDF of Student's t with ``df`` degrees of freedom (x ≥ 0), by composite Simpson
+    integration of the density on [0, x] in the variable u = atan(t) (bounded range)."""
+    if x == 0:
+        return 0.5
+    c = _t_logpdf_const(df)
+    a = math.atan(abs(x))
+    n = 4000  # even; the integrand is smooth on [0, atan(x)] ⊂ [0, π/2)
+    u = np.linspace(0.0, a, n + 1)
+    t = np.tan(u)
+    # density in t times dt/du = sec^2 u = 1 + t^2
+    f = np.exp(c - (df + 1) / 2 * np.log1p(t * t / df)) * (1 + t * t)
+    w = np.ones(n + 1)
+    w[1:-1:2] = 4
+    w[2:-1:2] = 2
+    integral = float((a / n) / 3 * np.dot(w, f))
+    val = 0.5 + integral
+    return val if x > 0 else 1 - val
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Quantile of Student's t distribution (no SciPy): bisection on a numerically
+    integrated CDF; accurate to ~1e-8 for df ≥ 1 and 0.5 ≤ p ≤ 0.9999.
+
+    ``df = inf`` gives the normal quantile.
+    """
+    if not 0 < p < 1:
+        raise ValueError("p must be in (0, 1)")
+    if df <= 0:
+        raise ValueError("df must be positive")
+    if p < 0.5:
+        return -t_quantile(1 - p, df)
+    if p == 0.5:
+        return 0.0
+    if math.isinf(df):
+        # normal quantile by bisection on erf
+        lo, hi = 0.0, 40.0
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+    lo, hi = 0.0, 1.0
+    while _t_cdf(hi, df) < p:
+        hi *= 2
+        if hi > 1e12:  # pragma: no cover
+            raise ValueError("quantile out of range")
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if _t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class SlopeFit:
+    """Ordinary least-squares fit ``y ≈ intercept + slope · x`` with a two-sided
+    ``level`` confidence interval for the slope (Student t, ``n − 2`` degrees of freedom).
+
+    With fewer than 3 points or constant ``x`` the interval is undefined (NaN) and
+    ``contains_zero`` is ``None``.
+    """
+
+    slope: float
+    intercept: float
+    ci_low: float
+    ci_high: float
+    stderr: float
+    n: int
+    level: float
+
+    @property
+    def contains_zero(self) -> bool | None:
+        if math.isnan(self.ci_low) or math.isnan(self.ci_high):
+            return None
+        return bool(self.ci_low <= 0.0 <= self.ci_high)
+
+
+def slope_with_ci(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
+                  level: float = 0.95) -> SlopeFit:
+    """OLS slope of ``y`` on ``x`` with a ``level`` confidence interval.
+
+    ``x``, ``y``: shape ``[n]``. Pairs with a non-finite value are dropped first.
+    The interval is ``slope ± t_{(1+level)/2, n−2} · se`` with
+    ``se = sqrt(SSR / (n − 2) / Σ (x − x̄)²)``.
+    """
+    xa = np.asarray(x, dtype=float).ravel()
+    ya = np.asarray(y, dtype=float).ravel()
+    if xa.shape != ya.shape:
+        raise ValueError(f"x and y differ in length ({xa.size} vs {ya.size})")
+    ok = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[ok], ya[ok]
+    n = int(xa.size)
+    nan = float("nan")
+    if n < 2:
+        return SlopeFit(nan, nan, nan, nan, nan, n, level)
+    xm, ym = xa.mean(), ya.mean()
+    sxx = float(((xa - xm) ** 2).sum())
+    if sxx == 0.0:
+        return SlopeFit(nan, nan, nan, nan, nan, n, level)
+    slope = float(((xa - xm) * (ya - ym)).sum() / sxx)
+    intercept = float(ym - slope * xm)
+    if n < 3:
+        return SlopeFit(slope, intercept, nan, nan, nan, n, level)
+    resid = ya - (intercept + slope * xa)
+    ssr = float((resid**2).sum())
+    se = math.sqrt(ssr / (n - 2) / sxx)
+    q = t_quantile((1 + level) / 2, n - 2)
+    return SlopeFit(slope, intercept, slope - q * se, slope + q * se, se, n, level)
