@@ -136,12 +136,15 @@ def _summary(result: dict, out_dir: Path) -> None:
             f"({meta['config']['max_epochs']}) before 100% training accuracy "
             f"(reached {runs['reached_train_acc'].min():.3f}–{runs['reached_train_acc'].max():.3f}).[/]",
             highlight=False)
+    by_t = runs.groupby("T")[["reached_train_acc", "test_acc"]].mean()
+    _out.print("mean reached training / test accuracy by T: " + ", ".join(
+        f"{T}: {r.reached_train_acc:.2f}/{r.test_acc:.2f}" for T, r in by_t.iterrows()), highlight=False)
     if not meta.get("bounds_available", True):
         _out.print("[yellow]specbound.analyze is not available: bound columns left out.[/]", highlight=False)
     show = ["acc_gap", "loss_gap", "test_acc", "l1_norm_sum"] + list(meta.get("bound_columns", []))
     t = Table(title="Slope against log2 T (per doubling), 95% interval", title_justify="left")
     for c in ("quantity", "mean", "slope", "95% CI", "0 in CI"):
-        t.add_column(c, justify="left" if c == "quantity" else "right")
+        t.add_column(c, justify="left" if c == "quantity" else "right", no_wrap=True)
     tr = trends.set_index("quantity")
     for q in show:
         if q not in tr.index:
