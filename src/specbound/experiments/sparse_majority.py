@@ -384,7 +384,8 @@ class RunSpec:
 class RunResult:
     """Outcome of training one run. ``params``: selected (best validation loss) weights,
     unstacked float tensors; ``history``: per-epoch ``train_acc``, ``train_loss``,
-    ``val_loss`` lists (index e = state after e updates)."""
+    ``val_loss`` lists (index e = state after e updates); ``train_seconds``: wall time of the
+    batch this run was trained in, up to the epoch the run finished."""
 
     spec: RunSpec
     params: dict[str, torch.Tensor]
