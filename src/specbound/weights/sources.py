@@ -33,6 +33,20 @@ class TensorSource(Protocol):
     def get(self, name: str) -> torch.Tensor: ...
 
 
+def _safe_open_pread(safe_open, path: Path):  # -> safetensors safe_open handle
+    """``safe_open`` reading tensors with ``pread(2)`` into fresh buffers where supported.
+
+    The default backend memory-maps the file: every page a tensor was read from stays mapped
+    (and counted in the resident set) while the handle is open, so analysing a sharded model
+    layer by layer would end up with the whole checkpoint resident. With ``pread`` only the
+    tensors still referenced are in memory. safetensors < 0.8 has no ``backend`` argument.
+    """
+    try:
+        return safe_open(str(path), framework="pt", backend="pread")
+    except TypeError:
+        return safe_open(str(path), framework="pt")
+
+
 def _open_safetensors(path: Path):  # -> safetensors safe_open handle
     from safetensors import safe_open
 
@@ -46,7 +60,7 @@ def _open_safetensors(path: Path):  # -> safetensors safe_open handle
             "header length). Re-download or re-export the checkpoint."
         )
     try:
-        handle = safe_open(str(path), framework="pt")
+        handle = _safe_open_pread(safe_open, path)
     except Exception as e:  # safetensors raises SafetensorError / OSError with a terse message
         raise InputError(
             f"{path}: not a valid safetensors file or truncated/corrupt ({str(e).strip()}). "
