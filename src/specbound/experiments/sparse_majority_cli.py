@@ -43,7 +43,7 @@ def sparse_majority(
     n_test: Optional[int] = typer.Option(None, "--n-test", help="Fresh test samples per run (default 10000; "
                                          "quick: 2000)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Epoch cap (full-batch steps; "
-                                             "default 4000; quick: 300)."),
+                                             "default 16000; quick: 300)."),
     out_dir: Path = typer.Option(Path("specbound-e1"), "--out", help="Output folder (tables, plots, run cache)."),
     seed: int = typer.Option(0, "--seed", help="Base seed; run (T, k) uses the stream (seed, T, k)."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (results are bit-reproducible "
