@@ -55,11 +55,8 @@ def sparse_majority(
 ) -> None:
     """E1 sparse majority (Trauger & Tewari 2024): does the gap, the l1 norm or a bound proxy grow with T?
 
-    Trains the one-layer attention model on sparse majority for every (T, seed), measures
-    train/test accuracy and loss, weight norms and every bound proxy, and writes runs.csv,
-    trends.csv (slope against log2 T with a 95% interval), config.json and plots. Finished
-    runs are cached in OUT/runs/ and reused on rerun.
-    """
+    Trains the one-layer attention model on sparse majority for every (T, seed), measures train/test accuracy and loss, weight norms and every bound proxy, and writes runs.csv, trends.csv (slope against log2 T with a 95% interval), config.json and plots. Finished runs are cached in OUT/runs/ and reused on rerun.
+    """  # noqa: E501 (one line: rich help keeps line breaks)
     from specbound.errors import SpecboundError
     from specbound.experiments.common import ProgressEvent
     from specbound.experiments.sparse_majority import (
