@@ -306,6 +306,8 @@ def test_quick_end_to_end_through_the_cli(tmp_path: Path) -> None:
     log_cols = [c for c in models if c.startswith("log10_")]
     assert {"log10_spectrum_adaptive", "log10_edelman"} <= set(log_cols)
     assert np.isfinite(models[log_cols + ["mean_p_star", "sum_spectral", "sum_norm_21", "sum_norm_11"]].to_numpy(float)).all()
+    assert (models["log10_spectrum_adaptive"] <= models["log10_sa_p0_cap"] + 1e-9).all()  # p = 0 is on the grid
+    assert models["frac_p_star_zero"].between(0, 1).all()
     assert (models["H"] == models["N"] // 32).all() and (models["source"].str.startswith("checkpoints")).all()
     # every trained grid point learned something beyond token frequencies
     assert (models["heldout_masked_ce"] < models["unigram_masked_ce"]).all()

@@ -138,6 +138,17 @@ def _model_dict(info: Any) -> dict[str, Any]:
     return {k: getattr(info, k) for k in ("L", "N", "H", "d_h", "d_ff", "model_type")}
 
 
+def _log10_sa_p0_cap(mats: pd.DataFrame, L: int) -> float:
+    """log10 of Σ_A T(A; 0) + sqrt(L) = Σ_A sqrt(N·rank A) + sqrt(L): the value B_SA takes when
+    every matrix picks p* = 0, hence an upper bound on B_SA (p = 0 is on the grid P_m) that does
+    not depend on the weights' values."""
+    if "log10_term_p0" in mats:
+        x = mats["log10_term_p0"].to_numpy(float) * math.log(10)
+        ln = float(x.max() + np.log(np.exp(x - x.max()).sum()))
+        return math.log10(math.exp(ln) + math.sqrt(L)) if ln < 700 else ln / math.log(10)
+    return math.log10(float(mats["term_p0"].astype(float).sum()) + math.sqrt(L))
+
+
 def term_curve_log10(report: Any, row: Any, N: int, L: int) -> tuple[np.ndarray, np.ndarray]:
     """(P_m, log10 T(A; p)) for one matrix (bounds.md §4): ``report.term_curve`` when it exists.
 
@@ -269,6 +280,8 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
             row[f"log10_{fam}"] = float(br.log10_value)
         mats: pd.DataFrame = rep.matrices
         row["mean_p_star"] = float(mats["p_star"].mean())
+        row["frac_p_star_zero"] = float((mats["p_star"] == 0).mean())
+        row["log10_sa_p0_cap"] = _log10_sa_p0_cap(mats, e.L)
         row["n_matrices"] = len(mats)
         n11 = norms_11(path, cfg.device)
         for kind in KINDS:
@@ -336,6 +349,9 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
             "spectrum_adaptive": "B_SA (bounds.md section 4)",
             "edelman": "B_E (bounds.md section 5)",
             "mean_p_star": "mean over the model's matrices of the chosen Schatten index p*",
+            "frac_p_star_zero": "fraction of the model's matrices whose p* is 0 (their summand is sqrt(N*rank))",
+            "log10_sa_p0_cap": "log10(sum_A sqrt(N*rank A) + sqrt(L)): B_SA if every p* were 0, an upper "
+            "bound on B_SA that does not depend on the weight values",
             "sum_norm_11": "sum over QK, OV, M_in, M_out of the entrywise (1,1) norm (computed here, QK/OV formed)",
         },
         "exponent_definition": "slope of log10(proxy) against log10(N) at fixed L (exponent of N) and "
