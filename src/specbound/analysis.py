@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from specbound import measures
-from specbound.bounds import BoundParams, BoundResult, available_bounds
+from specbound.bounds import BoundParams, BoundResult, available_bounds, evaluate_bounds, make_params
 from specbound.bounds.base import LN10, value_from_ln
 from specbound.bounds.spectrum_adaptive import ln_term_curve, p_grid
 from specbound.errors import InputError
@@ -80,6 +80,8 @@ class Report:
     model_spectra: ModelSpectra
     options: dict[str, Any]
     not_analysed: list[dict[str, Any]] = field(default_factory=list)
+    #: families not evaluated (a needed input absent, or not applicable): ``{"bound", "reason"}``
+    not_evaluated: list[dict[str, str]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=_versions)
     elapsed_s: float = 0.0
 
@@ -128,6 +130,7 @@ class Report:
             "bounds": {k: b.to_dict() for k, b in self.bounds.items()},
             "matrices": rows,
             "not_analysed": list(self.not_analysed),
+            "bounds_not_evaluated": list(self.not_evaluated),
         }
 
     def summary(self) -> pd.DataFrame:
@@ -203,6 +206,8 @@ def analyze(
     dense: bool = False,
     ff_method: FFMethod = "auto",
     progress: Callable[[int, int], None] | None = None,
+    seq_len: int | None = None,
+    init: Any = None,
 ) -> Report:
     """Analyse a trained Transformer: per-head spectra, measures, and bound values.
 
@@ -216,6 +221,9 @@ def analyze(
     ``dense``: form every product and take dense SVDs (the published procedure, for parity).
     ``ff_method``: feed-forward spectra by ``auto`` (Gram eigenvalues when accurate), ``gram`` or ``svd``.
     ``progress(done, total)`` is called after each layer.
+    ``seq_len``: sequence length T for families with a log T factor (``edelman_seq_len``).
+    ``init``: a reference checkpoint (any source above, same architecture): families marked
+    ``init`` measure distances ``A − A_0`` to it (bounds/reference.py).
     """
     t0 = time.perf_counter()
     if source is None:
@@ -229,9 +237,10 @@ def analyze(
     l_phi_from = "option" if l_phi is not None else f"activation {weights.info.activation}"
     if l_phi is None:
         l_phi = lipschitz_of(weights.info.activation)
+    params = make_params(weights, l_phi=float(l_phi), grid_m=grid_m, seq_len=seq_len, init=init, dtype=dtype,
+                         device=device, dense=dense, ff_method=ff_method)
     ms = compute_spectra(weights, dtype=dtype, device=device, dense=dense, ff_method=ff_method, progress=progress)
-    params = BoundParams(l_phi=float(l_phi), grid_m=grid_m)
-    results = {name: fam.evaluate(ms, params) for name, fam in families.items()}
+    results, not_evaluated = evaluate_bounds(families, ms, params, explicit=bounds not in (None, "all"))
     sa = results.get("spectrum_adaptive")
     if sa is None:  # the matrix table always carries p*, T and α
         sa = available_bounds()["spectrum_adaptive"].evaluate(ms, params)
@@ -245,6 +254,8 @@ def analyze(
         "dense": bool(dense),
         "ff_method": ff_method,
         "bounds": list(families),
+        "seq_len": seq_len,
+        "init": params.init_source,
     }
     return Report(
         model=info,
@@ -253,6 +264,7 @@ def analyze(
         model_spectra=ms,
         options=options,
         not_analysed=_not_analysed(weights, ms),
+        not_evaluated=not_evaluated,
         elapsed_s=time.perf_counter() - t0,
     )
 

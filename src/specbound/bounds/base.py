@@ -26,13 +26,26 @@ class BoundParams:
 
     ``l_phi``: Lipschitz constant of the activation (GELU 1.13, ReLU 1).
     ``grid_m``: resolution m of the Schatten-index grid ``{0, 1/m, …, 2}``; ``None`` → ⌈L + ln N⌉.
+    ``seq_len``: sequence length T for families with a log T factor (``None``: not given).
+    ``reference``: spectra of the *difference model* ``A − A_0`` against a reference checkpoint
+    (``init=``; see :func:`specbound.bounds.reference.difference_weights`), ``None`` without one.
+    ``init_source``: where the reference came from (for the report).
     """
 
     l_phi: float = 1.13
     grid_m: int | None = None
+    seq_len: int | None = None
+    reference: ModelSpectra | None = None
+    init_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"l_phi": self.l_phi, "grid_m": self.grid_m}
+        return {"l_phi": self.l_phi, "grid_m": self.grid_m, "seq_len": self.seq_len, "init": self.init_source}
+
+
+class NotApplicable(Exception):
+    """Raised by :meth:`Bound.evaluate` when a family cannot be evaluated on this input (a missing
+    parameter, a zero complexity whose log is -inf, …). The message says why; :func:`analyze`
+    records it in ``Report.not_evaluated`` instead of a value (never NaN, never a silent skip)."""
 
 
 @dataclass
@@ -71,9 +84,21 @@ class Bound:
     citation: ClassVar[str] = ""
     status: ClassVar[str] = "proxy"
     assumptions: ClassVar[tuple[str, ...]] = ()
+    #: inputs beyond the spectra: ``"seq_len"`` (required), ``"init"`` (required),
+    #: ``"init?"`` (optional: distances to the reference when given, else to zero)
+    needs: ClassVar[tuple[str, ...]] = ()
 
     def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
         raise NotImplementedError
+
+    def missing(self, params: BoundParams) -> str | None:
+        """Why the family cannot run with ``params`` (a required input absent), else ``None``."""
+        needs = getattr(self, "needs", ()) or ()
+        if "seq_len" in needs and params.seq_len is None:
+            return "needs the sequence length T (--seq-len / seq_len=)"
+        if "init" in needs and params.reference is None:
+            return "needs a reference checkpoint (--init / init=)"
+        return None
 
     def architecture_notes(self, spectra: ModelSpectra) -> list[str]:
         """The model's violated assumptions, as ``code: message`` lines."""

@@ -79,3 +79,51 @@ class Edelman(Bound):
             terms=terms,
             params={"l_phi": params.l_phi},
         )
+
+
+class EdelmanSeqLen(Bound):
+    """B_E with the sequence-length factor of Edelman et al. (2022).
+
+    Their covering bounds (Theorem 4.1 for one head; the multi-layer bound of Section 4 in the
+    same form) read ``log N_∞(F; ε; X_1..X_m) ≲ C² · log(mT) / ε²`` (m samples of T tokens: the
+    cover is over m·T points), where C is the norm complexity whose multi-layer form is B_E. By
+    Dudley's integral the Rademacher complexity, hence the generalisation gap, carries
+    ``C · sqrt(log(mT)) / sqrt(m)`` (up to a log m). With the sample size omitted, as in §5::
+
+        B_E,T = B_E · sqrt(ln T)            (T ≥ 2, natural log)
+    """
+
+    name = "edelman_seq_len"
+    title = "Norm-based proxy with its sequence-length factor, B_E * sqrt(ln T) (Edelman et al. 2022)"
+    citation = (
+        "B. Edelman, S. Goel, S. Kakade, C. Zhang. Inductive Biases and Variable Creation in "
+        "Self-Attention Mechanisms. ICML 2022 (arXiv 2110.10090), Theorem 4.1 and its multi-layer "
+        "extension (Section 4): log covering number ~ C^2 log(mT)/eps^2, so the gap carries sqrt(log(mT))."
+    )
+    status = "proxy"
+    assumptions = (
+        "post-norm Transformer with Lipschitz activation; inputs of at most T tokens",
+        "sample size m omitted (inside the log and the 1/sqrt(m) factor), as are margin and constants",
+    )
+    needs = ("seq_len",)
+
+    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
+        T = params.seq_len
+        if T is None or T < 2:
+            raise NotApplicable(f"{self.name}: needs a sequence length T >= 2 (--seq-len), got {T}")
+        base = Edelman().evaluate(spectra, params)
+        ln_factor = 0.5 * math.log(math.log(T))
+        notes = [
+            f"proxy: B_E * sqrt(ln T) with T = {T} (factor {math.exp(ln_factor):.4g}); Edelman et al.'s "
+            "log(mT) with the sample size m omitted, as are 1/sqrt(n), margin and constants",
+            f"L_phi = {params.l_phi} (enters through alpha)",
+        ] + self.architecture_notes(spectra)
+        return BoundResult(
+            name=self.name,
+            log10_value=base.log10_value + ln_factor / math.log(10),
+            status=self.status,
+            citation=self.citation,
+            notes=notes,
+            terms=base.terms,
+            params={"l_phi": params.l_phi, "seq_len": T, "log10_B_E": base.log10_value},
+        )

@@ -64,6 +64,63 @@ class LayerSpectra:
     m_in: MatrixSpectrum
     m_out: MatrixSpectrum
     names: dict[str, str] = field(default_factory=dict)
+    #: entrywise ‖·‖_{1,1} of the layer's weights (Trauger & Tewari's tracked quantities);
+    #: ``None`` when the spectra were built without the weights (e.g. an older cache).
+    weight_norms: "WeightNorms | None" = None
+
+
+#: A 1-D tensor of ``LayerWeights.extras`` is a normalisation parameter when its name matches this.
+_NORM_NAME = ("norm", "layernorm", "layer_norm", "ln_", ".ln", "rms")
+
+
+def vector_label(name: str) -> str:
+    """``"norm"`` (LayerNorm/RMSNorm weight or bias), ``"bias"`` or ``"other"``, by tensor name."""
+    low = name.lower()
+    if any(k in low for k in _NORM_NAME):
+        return "norm"
+    if low.endswith("bias") or ".bias" in low or low.startswith("b_") or "_bias" in low:
+        return "bias"
+    return "other"
+
+
+@dataclass
+class WeightNorms:
+    """Entrywise norms ``‖W‖_{1,1} = Σ_ij |W_ij|`` of one layer's weights; O(params), no products.
+
+    ``heads[k]``: per head of factor ``k`` (``W_Q``, ``W_O``: ``H`` values; ``W_K``, ``W_V``:
+    ``H_kv`` values, one per key/value head as stored). ``totals[k]``: the whole weight
+    (``W_Q``, ``W_K``, ``W_V``, ``W_O``, ``M_in``, ``M_out``; each parameter counted once).
+    ``vectors[name] = (label, ‖v‖_1)`` for every 1-D tensor of ``LayerWeights.extras``, labelled
+    ``bias``, ``norm`` or ``other`` by :func:`vector_label`. ``params``: parameter count per weight.
+    """
+
+    heads: dict[str, list[float]]
+    totals: dict[str, float]
+    vectors: dict[str, tuple[str, float]]
+    params: dict[str, int]
+
+
+def weight_norms(lw: LayerWeights) -> WeightNorms:
+    """:class:`WeightNorms` of one layer (float64 sums of absolute values)."""
+    heads: dict[str, list[float]] = {}
+    totals: dict[str, float] = {}
+    params: dict[str, int] = {}
+    for k in ("W_Q", "W_K", "W_V", "W_O"):
+        t = getattr(lw, k)
+        per = t.abs().sum(dim=(-2, -1), dtype=torch.float64).cpu()
+        heads[k] = [float(x) for x in per]
+        totals[k] = float(per.sum())
+        params[k] = t.numel()
+    for k in ("M_in", "M_out"):
+        t = getattr(lw, k)
+        totals[k] = float(t.abs().sum(dtype=torch.float64))
+        params[k] = t.numel()
+    vectors = {
+        name: (vector_label(name), float(v.detach().abs().sum(dtype=torch.float64)))
+        for name, v in lw.extras.items()
+        if v.ndim == 1
+    }
+    return WeightNorms(heads=heads, totals=totals, vectors=vectors, params=params)
 
 
 def _descending(s: torch.Tensor) -> torch.Tensor:
@@ -159,4 +216,6 @@ def layer_spectra(
     s_out, how_out = ff_singular_values(lw.M_out, ffm)
     m_in = MatrixSpectrum(s_in.cpu(), *lw.M_in.shape, _column_norms_21(lw.M_in), how_in)
     m_out = MatrixSpectrum(s_out.cpu(), *lw.M_out.shape, _column_norms_21(lw.M_out), how_out)
-    return LayerSpectra(layer=lw.index, qk=qk, ov=ov, m_in=m_in, m_out=m_out, names=lw.names)
+    return LayerSpectra(
+        layer=lw.index, qk=qk, ov=ov, m_in=m_in, m_out=m_out, names=lw.names, weight_norms=weight_norms(lw)
+    )
