@@ -250,6 +250,7 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
     norm_rows: list[dict[str, Any]] = []
     reports: dict[str, tuple[Any, grid.GridEntry]] = {}
     families: list[str] = []
+    not_evaluated: dict[str, Any] = {}
     featured = cfg.featured or max(present, key=lambda p: (p[0].L * p[0].N**2, p[0].L))[0].name
     if cfg.featured and cfg.featured not in {e.name for e, _ in present}:
         raise InputError(f"--featured {cfg.featured}: no such model among {', '.join(e.name for e, _ in present)}.")
@@ -276,8 +277,12 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
             if fam not in families:
                 families.append(fam)
             v = br.value
+            lv = br.log10_value
             row[fam] = float(v) if v is not None and math.isfinite(float(v)) else None
-            row[f"log10_{fam}"] = float(br.log10_value)
+            row[f"log10_{fam}"] = float(lv) if lv is not None and math.isfinite(float(lv)) else None
+        for item in getattr(rep, "not_evaluated", None) or []:
+            key = str(item.get("bound", item.get("name", item))) if isinstance(item, dict) else str(item)
+            not_evaluated.setdefault(key, item if isinstance(item, dict) else {"bound": key})
         mats: pd.DataFrame = rep.matrices
         row["mean_p_star"] = float(mats["p_star"].mean())
         row["frac_p_star_zero"] = float((mats["p_star"] == 0).mean())
@@ -340,6 +345,7 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
         "seed": cfg.seed,
         **cfg_extra,
         "families": families,
+        "not_evaluated": list(not_evaluated.values()),
         "featured_model": featured,
         "models": [{"name": e.name, "source": e.source, "L": e.L, "N": e.N, "path": p} for e, p in present],
         "missing": [{"name": e.name, "source": e.source, "L": e.L, "N": e.N, "reason": why} for e, why in missing],

@@ -25,8 +25,12 @@ def plot_proxy_scaling(models: pd.DataFrame, families: list[str], out: Path) -> 
     written = []
     for against, fixed, fname in (("N", "L", "proxy_vs_N.png"), ("L", "N", "proxy_vs_L.png")):
         fams = [f for f in families if f"log10_{f}" in models]
-        fig = Figure(figsize=(4.2 * max(len(fams), 1), 3.6), layout="constrained")
-        axes = fig.subplots(1, max(len(fams), 1), squeeze=False)[0]
+        ncols = min(3, max(len(fams), 1))
+        nrows = max(1, -(-len(fams) // ncols))
+        fig = Figure(figsize=(4.2 * ncols, 3.6 * nrows), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax in axes[len(fams) :]:
+            ax.set_visible(False)
         fixed_vals = sorted(models[fixed].unique())
         colours = _cmap(len(fixed_vals))
         for ax, fam in zip(axes, fams):
