@@ -73,6 +73,8 @@ def print_summary(report, written: list[Path], out_dir: Path | None) -> None:
     for name, b in report.bounds.items():
         t.add_row(name, _fmt(b.value, b.log10_value), f"{b.log10_value:.4f}", b.status)
     out.print(t)
+    for ne in getattr(report, "not_evaluated", []):
+        out.print(f"[yellow]not evaluated[/] {ne['bound']}: {ne['reason']}", highlight=False)
 
     mat = report.matrices
     lt = Table(
@@ -139,6 +141,8 @@ def analyze(
     grid_m: Optional[int] = typer.Option(None, "--grid-m", help="Schatten grid resolution m (default ceil(L + ln N))."),
     ff_method: str = typer.Option("auto", "--ff-method", help="Feed-forward spectra: auto, gram or svd."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Sequence length T for families with a log T factor."),
+    init: Optional[str] = typer.Option(None, "--init", help="Reference checkpoint (same architecture): distances A - A_0."),
 ) -> None:
     """Spectra, per-matrix measures and bound proxies of one checkpoint."""
     from specbound.analysis import analyze as run
@@ -159,6 +163,7 @@ def analyze(
             report = run(
                 source, config=config, mapping=mapping, bounds=bounds, l_phi=l_phi, grid_m=grid_m,
                 dtype=dtype, device=device, dense=dense, ff_method=ff_method, progress=update,
+                seq_len=seq_len, init=init,
             )
         with progress_bar("writing report") as update:
             written = write_report(report, out_dir, json_path=json_file, csv_path=csv_file, plots=plots)
@@ -177,6 +182,7 @@ def version() -> None:
 
 
 # experiment commands register here
+from specbound.cli_bounds import register as _rb; _rb(app)  # noqa: E402, E702
 from specbound.experiments.sparse_majority_cli import register as _r1; _r1(experiment_app)  # noqa: E402, E702
 from specbound.experiments.scaling_cli import register as _r2; _r2(experiment_app)  # noqa: E402, E702
 

@@ -72,7 +72,7 @@ class SumFro(_Classic):
         d = len(df)
         ln_f = df["ln_fro2"].to_numpy()
         if not np.isfinite(ln_f).all():
-            raise NotApplicable(f"{self.name}: an analysed matrix is zero, so the geometric mean of ||A||_F^2 is 0")
+            raise NotApplicable("an analysed matrix is zero, so the geometric mean of ||A||_F^2 is 0")
         ln = math.log(d) + float(ln_f.sum()) / d
         plain = logsumexp(ln_f)
         notes = [
@@ -94,7 +94,7 @@ class FroOverSpec(_Classic):
         df = matrix_norms(spectra)
         nz = np.isfinite(df["ln_spec"].to_numpy())
         if not nz.any():
-            raise NotApplicable(f"{self.name}: every analysed matrix is zero")
+            raise NotApplicable("every analysed matrix is zero")
         df["ln_term"] = np.where(nz, df["ln_fro2"] - 2.0 * df["ln_spec"], -math.inf)
         ln = logsumexp(df["ln_term"].to_numpy())
         notes = ["measure: value = sum_A ||A||_F^2 / ||A||_2^2 (the sum of stable ranks); scale-invariant", MATRICES_NOTE]
@@ -125,7 +125,7 @@ class ParamCount(_Classic):
         terms = pd.DataFrame(rows)
         total = int(terms["params"].sum())
         if total == 0:
-            raise NotApplicable(f"{self.name}: no parameters")
+            raise NotApplicable("no parameters")
         n_vec = sum(
             1 for ls in spectra.layers if ls.weight_norms is not None for _ in ls.weight_norms.vectors
         )

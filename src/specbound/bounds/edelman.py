@@ -110,7 +110,7 @@ class EdelmanSeqLen(Bound):
     def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
         T = params.seq_len
         if T is None or T < 2:
-            raise NotApplicable(f"{self.name}: needs a sequence length T >= 2 (--seq-len), got {T}")
+            raise NotApplicable(f"needs a sequence length T >= 2 (--seq-len), got {T}")
         base = Edelman().evaluate(spectra, params)
         ln_factor = 0.5 * math.log(math.log(T))
         notes = [

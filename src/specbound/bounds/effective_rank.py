@@ -56,7 +56,7 @@ class EffectiveRank(Bound):
         terms = pd.DataFrame(rows)
         total = float(terms["effective_rank_QK"].sum() + terms["effective_rank_OV"].sum())
         if total <= 0:
-            raise NotApplicable(f"{self.name}: every QK and OV is zero, so the effective-rank capacity is 0")
+            raise NotApplicable("every QK and OV is zero, so the effective-rank capacity is 0")
         d_h = spectra.info.d_head
         notes = [
             "proxy (this project's construction): C_er = sum over layers and heads of er(QK) + er(OV), "

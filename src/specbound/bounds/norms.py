@@ -59,7 +59,7 @@ def require_nonzero_spectral(df: pd.DataFrame, family: str) -> None:
     if len(zero):
         r = zero.iloc[0]
         raise NotApplicable(
-            f"{family}: {len(zero)} analysed matrix/matrices are zero (first: layer {r.layer} head "
+            f"{len(zero)} analysed matrix/matrices are zero (first: layer {r.layer} head "
             f"{r.head} {r.kind}), so the product of spectral norms is 0 and its log is -inf"
         )
 

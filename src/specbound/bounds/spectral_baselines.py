@@ -63,7 +63,7 @@ class BartlettSpectral(Bound):
         ln_sum = logsumexp(df["ln_summand"].to_numpy())
         if ln_sum == -math.inf:
             raise NotApplicable(
-                f"{self.name}: every (2,1) distance to the reference is zero (the model equals "
+                "every (2,1) distance to the reference is zero (the model equals "
                 "the reference), so the spectral complexity is 0 and its log is -inf"
             )
         ln_total = ln_prod + 1.5 * ln_sum
@@ -104,7 +104,7 @@ class NeyshaburPacBayes(Bound):
         ln_sum = logsumexp(df["ln_summand"].to_numpy())
         if ln_sum == -math.inf:
             raise NotApplicable(
-                f"{self.name}: every Frobenius distance to the reference is zero (the model equals "
+                "every Frobenius distance to the reference is zero (the model equals "
                 "the reference), so the PAC-Bayes term is 0 and its log is -inf"
             )
         terms = df[["layer", "head", "kind", "ln_spec", "ln_d_fro2", "ln_summand"]].copy()

@@ -49,7 +49,7 @@ WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out")
 def _require_norms(spectra: ModelSpectra, family: str) -> None:
     if any(ls.weight_norms is None for ls in spectra.layers):
         raise NotApplicable(
-            f"{family}: the spectra carry no weight-level (1,1) norms (built without the weights, "
+            "the spectra carry no weight-level (1,1) norms (built without the weights, "
             "e.g. loaded from an older cache); recompute them from the checkpoint"
         )
 
@@ -80,7 +80,7 @@ class TraugerTewariL11(Bound):
         inside = terms[terms["in_sum"]]
         total = float(inside["l11"].sum())
         if total <= 0:
-            raise NotApplicable(f"{self.name}: every weight is zero, so the sum of (1,1) norms is 0")
+            raise NotApplicable("every weight is zero, so the sum of (1,1) norms is 0")
         by_weight = {k: float(inside.loc[inside["weight"] == k, "l11"].sum()) for k in WEIGHTS}
         outside = terms[~terms["in_sum"]]
         by_label = {lab: float(outside.loc[outside["label"] == lab, "l11"].sum()) for lab in ("bias", "norm", "other")}
