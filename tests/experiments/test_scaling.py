@@ -341,3 +341,29 @@ def test_grid_file_with_wrong_depth_is_an_error(fake_cache: Path, tmp_path: Path
     (tmp_path / "g.json").write_text(json.dumps([{"source": str(snap), "L": 4, "N": 128}]))
     with pytest.raises(InputError, match=r"the grid says L=4, N=128 but the checkpoint has L=2, N=128"):
         run_scaling(ScalingConfig(family=str(tmp_path / "g.json"), out=tmp_path / "o"))
+
+
+def test_download_falls_back_to_pytorch_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Online: safetensors are asked for first; a repo with only pytorch_model.bin gets that."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    asked: list[list[str]] = []
+
+    def fake_snapshot_download(repo_id: str, **kw):  # type: ignore[no-untyped-def]
+        if kw.get("local_files_only"):
+            raise LocalEntryNotFoundError("not cached")
+        patterns = list(kw["allow_patterns"])
+        asked.append(patterns)
+        snap = Path(kw["cache_dir"]) / ("models--" + repo_id.replace("/", "--")) / "snapshots" / ("d" * 40)
+        snap.mkdir(parents=True, exist_ok=True)
+        (snap / "config.json").write_text("{}")
+        if "pytorch_model.bin" in patterns:  # the repo has no safetensors
+            (snap / "pytorch_model.bin").write_bytes(b"x")
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    path = grid.resolve_hub_checkpoint("google/bert_uncased_L-2_H-128_A-2", cache_dir=tmp_path)
+    assert (path / "pytorch_model.bin").is_file()
+    assert len(asked) == 2 and "pytorch_model.bin" not in asked[0] and "*.safetensors" in asked[0]
