@@ -367,3 +367,18 @@ def test_download_falls_back_to_pytorch_bin(tmp_path: Path, monkeypatch: pytest.
     path = grid.resolve_hub_checkpoint("google/bert_uncased_L-2_H-128_A-2", cache_dir=tmp_path)
     assert (path / "pytorch_model.bin").is_file()
     assert len(asked) == 2 and "pytorch_model.bin" not in asked[0] and "*.safetensors" in asked[0]
+
+
+def test_unreadable_checkpoint_is_listed_and_the_rest_analysed(fake_cache: Path, tmp_path: Path) -> None:
+    from specbound.experiments.scaling import ScalingConfig, run_scaling
+
+    snap = fake_cache / "models--google--bert_uncased_L-2_H-128_A-2" / "snapshots" / ("a" * 40)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (bad / "model.safetensors").write_bytes(b"\x00" * 4)  # truncated
+    (tmp_path / "g.csv").write_text(f"source,L,N\n{snap},2,128\nbad,4,256\n")
+    res = run_scaling(ScalingConfig(family=str(tmp_path / "g.csv"), out=tmp_path / "o"))
+    assert list(res.models["name"]) == ["L2_N128"]
+    assert len(res.missing) == 1 and res.missing[0]["name"] == "L4_N256"
+    assert res.missing[0]["reason"].startswith("analysis failed:") and "safetensors" in res.missing[0]["reason"]

@@ -256,7 +256,11 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
         raise InputError(f"--featured {cfg.featured}: no such model among {', '.join(e.name for e, _ in present)}.")
     for i, (e, path) in enumerate(present):
         say(f"analyse {e.name}", i, len(present))
-        rep = report_fn(path, l_phi=cfg.l_phi, device=cfg.device)
+        try:
+            rep = report_fn(path, l_phi=cfg.l_phi, device=cfg.device)
+        except InputError as err:  # unreadable / unsupported checkpoint: listed, the study goes on
+            missing.append((e, f"analysis failed: {err}"))
+            continue
         info = _model_dict(rep.model)
         L_m, N_m = int(info["L"]), int(info["N"])
         if (L_m, N_m) != (e.L, e.N):
@@ -313,6 +317,13 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
         rows.append(row)
         if e.name == featured:
             reports[e.name] = (rep, e)
+    if not rows:
+        raise InputError(f"no checkpoint of {cfg.family} could be analysed; first problem: {missing[0][1]}")
+    if featured not in reports:  # the featured model failed: feature the largest analysed one
+        big = max(rows, key=lambda r: (r["L"] * r["N"] ** 2, r["L"]))
+        featured = big["name"]
+        e_big = next(e for e, _ in present if e.name == featured)
+        reports[featured] = (report_fn(dict(present)[e_big], l_phi=cfg.l_phi, device=cfg.device), e_big)
     say("write tables and plots", len(present), len(present))
 
     models = pd.DataFrame(rows).sort_values(["L", "N"]).reset_index(drop=True)
