@@ -208,6 +208,8 @@ def analyze(
     progress: Callable[[int, int], None] | None = None,
     seq_len: int | None = None,
     init: Any = None,
+    cache: Any = None,
+    approx: Any = False,
 ) -> Report:
     """Analyse a trained Transformer: per-head spectra, measures, and bound values.
 
@@ -224,6 +226,9 @@ def analyze(
     ``seq_len``: sequence length T for families with a log T factor (``edelman_seq_len``).
     ``init``: a reference checkpoint (any source above, same architecture): families marked
     ``init`` measure distances ``A − A_0`` to it (bounds/reference.py).
+    ``cache``: a folder of spectra keyed by tensor content (spectra/cache.py); a rerun with other
+    bound parameters does no linear algebra. ``approx``: ``True`` (or ``ApproxOptions``) for
+    matrix-free estimates of the feed-forward spectra, with error columns (spectra/approx.py).
     """
     t0 = time.perf_counter()
     if source is None:
@@ -239,8 +244,14 @@ def analyze(
         l_phi = lipschitz_of(weights.info.activation)
     params = make_params(weights, l_phi=float(l_phi), grid_m=grid_m, seq_len=seq_len, init=init, dtype=dtype,
                          device=device, dense=dense, ff_method=ff_method)
-    ms = compute_spectra(weights, dtype=dtype, device=device, dense=dense, ff_method=ff_method, progress=progress)
+    ms = compute_spectra(weights, dtype=dtype, device=device, dense=dense, ff_method=ff_method, progress=progress,
+                         cache=cache, approx=approx)
     results, not_evaluated = evaluate_bounds(families, ms, params, explicit=bounds not in (None, "all"))
+    if ms.approx:  # every bound computed from approximate spectra says so
+        from specbound.spectra.approx import APPROX_NOTE
+
+        for b in results.values():
+            b.notes.append(APPROX_NOTE)
     sa = results.get("spectrum_adaptive")
     if sa is None:  # the matrix table always carries p*, T and α
         sa = available_bounds()["spectrum_adaptive"].evaluate(ms, params)
@@ -257,10 +268,18 @@ def analyze(
         "seq_len": seq_len,
         "init": params.init_source,
     }
+    if ms.cache_stats is not None:
+        options["cache"] = dict(ms.cache_stats)
+    table = _matrix_table(ms, sa)
+    if approx:
+        from specbound.spectra.approx import ApproxOptions, error_columns
+
+        options["approx"] = (approx if isinstance(approx, ApproxOptions) else ApproxOptions()).to_dict()
+        table = pd.concat([table, error_columns(ms, table)], axis=1)
     return Report(
         model=info,
         bounds=results,
-        matrices=_matrix_table(ms, sa),
+        matrices=table,
         model_spectra=ms,
         options=options,
         not_analysed=_not_analysed(weights, ms),

@@ -122,9 +122,10 @@ def _prod(shape: list[int]) -> int:
 
 @app.command()
 def analyze(
-    source: Optional[str] = typer.Argument(
+    source: Optional[list[str]] = typer.Argument(
         None, help="Checkpoint: HF folder, .safetensors file, sharded folder, or hub id. "
-        "Default: the packaged all-MiniLM-L6-v2."
+        "Default: the packaged all-MiniLM-L6-v2. Several: one report per checkpoint in a "
+        "subfolder of --out and --out/combined.csv (see --jobs, --ray)."
     ),
     out_dir: Path = typer.Option(Path("specbound-report"), "--out", help="Report folder (JSON, CSV, plots)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the JSON report here."),
@@ -143,6 +144,17 @@ def analyze(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Sequence length T for families with a log T factor."),
     init: Optional[str] = typer.Option(None, "--init", help="Reference checkpoint (same architecture): distances A - A_0."),
+    cache: Optional[Path] = typer.Option(
+        None, "--cache", help="Spectra cache folder (keyed by tensor content): reruns do no linear algebra."
+    ),
+    approx: bool = typer.Option(
+        False, "--approx", help="Matrix-free estimates of the feed-forward spectra, with error columns (giant models)."
+    ),
+    jobs: int = typer.Option(1, "--jobs", help="Several SOURCEs: local worker processes."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", help="Several SOURCEs: run on Ray; --ray alone starts a local instance, "
+        "--ray=ADDRESS joins a cluster (needs specbound\\[ray])."
+    ),
 ) -> None:
     """Spectra, per-matrix measures and bound proxies of one checkpoint."""
     from specbound.analysis import analyze as run
@@ -158,18 +170,64 @@ def analyze(
         fail(f"--grid-m {grid_m}: must be a positive integer.", 2)
     if l_phi is not None and not (0 < l_phi < float("inf")):
         fail(f"--l-phi {l_phi}: must be a positive finite number.", 2)
+    if jobs < 1:
+        fail(f"--jobs {jobs}: must be a positive integer.", 2)
+    if approx and dense:
+        fail("--approx and --dense exclude each other.", 2)
+    sources = list(source or [])
+    if len(sources) > 1:
+        if json_file is not None or csv_file is not None:
+            fail("--json/--csv take one checkpoint; with several SOURCEs every report is in --out/<name>/.", 2)
+        _analyze_many(
+            sources, out_dir, jobs=jobs, ray_address=ray, plots=plots, config=config, mapping=mapping,
+            bounds=bounds, l_phi=l_phi, grid_m=grid_m, dtype=dtype, device=device, dense=dense,
+            ff_method=ff_method, seq_len=seq_len, init=init, cache=cache, approx=approx,
+        )
+        return
     try:
         with progress_bar("analysing layers") as update:
             report = run(
-                source, config=config, mapping=mapping, bounds=bounds, l_phi=l_phi, grid_m=grid_m,
-                dtype=dtype, device=device, dense=dense, ff_method=ff_method, progress=update,
-                seq_len=seq_len, init=init,
+                sources[0] if sources else None, config=config, mapping=mapping, bounds=bounds, l_phi=l_phi,
+                grid_m=grid_m, dtype=dtype, device=device, dense=dense, ff_method=ff_method, progress=update,
+                seq_len=seq_len, init=init, cache=cache, approx=approx,
             )
         with progress_bar("writing report") as update:
             written = write_report(report, out_dir, json_path=json_file, csv_path=csv_file, plots=plots)
     except SpecboundError as e:
         fail(str(e))
     print_summary(report, written, out_dir)
+
+
+def _analyze_many(sources: list[str], out_dir: Path, *, jobs: int, ray_address: str | None, plots: bool,
+                  **kwargs) -> None:
+    """Several checkpoints (specbound/parallel.py): progress over checkpoints, a summary table."""
+    from specbound.parallel import analyze_many
+
+    try:
+        with progress_bar(f"analysing {len(sources)} checkpoints") as update:
+            table, failed = analyze_many(sources, out_dir, jobs=jobs, ray_address=ray_address, plots=plots,
+                                         progress=update, **kwargs)
+    except SpecboundError as e:
+        fail(str(e))
+    t = Table(title="Checkpoints (log10 of the main proxies; every family in combined.csv)", title_justify="left")
+    main = [c for c in ("log10_spectrum_adaptive", "log10_edelman") if c in table.columns]
+    cols = ["report", "model_type", "L", "N"] + (main or [c for c in table.columns if c.startswith("log10_")][:2])
+    for c in cols:
+        t.add_column(c.removeprefix("log10_"), justify="left" if c in ("report", "model_type") else "right")
+    for _, r in table.iterrows():
+        t.add_row(*[("" if pd_isna(r[c]) else f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])) for c in cols])
+    out.print(t)
+    if len(table):
+        out.print(f"Reports written to [bold]{out_dir}[/] (one folder per checkpoint, combined.csv)", highlight=False)
+    for src, msg in failed:
+        line = msg if src in msg else f"{src}: {msg}"
+        err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def pd_isna(v) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
 
 
 @app.command()
@@ -188,6 +246,9 @@ from specbound.experiments.scaling_cli import register as _r2; _r2(experiment_ap
 
 
 def main() -> None:
+    from specbound.parallel import normalise_ray_flag
+
+    sys.argv[1:] = normalise_ray_flag(sys.argv[1:])  # `--ray` may be given without an address
     try:
         app()
     except SpecboundError as e:  # errors raised while a command builds its inputs

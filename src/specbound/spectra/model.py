@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -11,6 +13,10 @@ import torch
 from specbound.errors import InputError
 from specbound.spectra.core import FFMethod, LayerSpectra, MatrixSpectrum, layer_spectra
 from specbound.weights.canonical import ModelInfo, TransformerWeights
+
+if TYPE_CHECKING:
+    from specbound.spectra.approx import ApproxOptions
+    from specbound.spectra.cache import SpectraCache
 
 KINDS = ("QK", "OV", "M_in", "M_out")
 
@@ -47,6 +53,10 @@ class ModelSpectra:
     info: ModelInfo
     layers: list[LayerSpectra]
     dense: bool = False
+    #: some spectra are estimates (``--approx``): :class:`~specbound.spectra.approx.ApproxSpectrum`
+    approx: bool = False
+    #: ``{"dir", "hits", "misses", "corrupt", "writes"}`` when a spectra cache was used
+    cache_stats: dict[str, Any] | None = None
 
     def matrix(self, layer: int, head: int, kind: str) -> MatrixSpectrum:
         ls = self.layers[layer]
@@ -91,17 +101,41 @@ def compute_spectra(
     dense: bool = False,
     ff_method: FFMethod = "auto",
     progress: Progress | None = None,
+    cache: "str | os.PathLike | SpectraCache | None" = None,
+    approx: "bool | ApproxOptions | None" = None,
 ) -> ModelSpectra:
     """Spectra of every layer; one layer's weights are resident at a time.
 
     Weights are upcast (bf16/fp16 → ``dtype``) and moved to ``device`` before any algebra.
+    ``cache``: a folder (or :class:`~specbound.spectra.cache.SpectraCache`) of spectra keyed by
+    the content of the tensors they come from; blocks found there are not recomputed.
+    ``approx``: ``True`` or :class:`~specbound.spectra.approx.ApproxOptions` for matrix-free
+    estimates of the feed-forward spectra (``spectra/approx.py``).
     """
     wdtype = resolve_dtype(dtype)
     dev = resolve_device(device)
     if ff_method not in ("auto", "gram", "svd"):
         raise InputError(f"ff_method {ff_method!r}: use auto, gram or svd.")
+    if dense and approx:
+        raise InputError("approximate mode (--approx) and the dense procedure (--dense) exclude each other.")
     L = weights.info.n_layers
     out: list[LayerSpectra] = []
+    if cache is not None or approx:
+        from specbound.spectra.approx import ApproxOptions, ApproxSpectrum
+        from specbound.spectra.cache import SpectraCache, layer_spectra_blocks
+
+        store = cache if isinstance(cache, SpectraCache) or cache is None else SpectraCache(cache)
+        opts = approx if isinstance(approx, ApproxOptions) else (ApproxOptions() if approx else None)
+        for i in range(L):
+            lw = weights.layer(i)  # as read: hashed, then only the blocks to compute are upcast
+            out.append(layer_spectra_blocks(lw, device=dev, dtype=wdtype, dense=dense, ff_method=ff_method,
+                                            approx=opts, cache=store))
+            del lw
+            if progress is not None:
+                progress(i + 1, L)
+        is_approx = any(isinstance(m, ApproxSpectrum) for ls in out for m in (ls.m_in, ls.m_out))
+        stats = None if store is None else {"dir": str(store.root), **store.stats.to_dict()}
+        return ModelSpectra(weights.info, out, dense=dense, approx=is_approx, cache_stats=stats)
     for i in range(L):
         lw = weights.layer(i).to(dev, wdtype)
         out.append(layer_spectra(lw, dense=dense, ff_method=ff_method))

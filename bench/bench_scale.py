@@ -1,0 +1,248 @@
+"""Benchmark at scale: a 1.1B-parameter LLaMA-shaped bf16 checkpoint in bounded memory.
+
+Builds (random weights, written shard by shard with ``safetensors.torch.save_file`` and a
+``model.safetensors.index.json``, no transformers) a LLaMA-shaped checkpoint: N = 2048,
+22 layers, 32 query heads, 4 KV heads, d_ff = 5632, vocabulary 32000, ~500 MB shards
+(1.1B parameters, 2.2 GB in bf16), in a temporary folder that is deleted afterwards. Then, each
+as its own process (wall time and peak RSS from ``wait4``):
+
+* ``specbound analyze CKPT --no-plots`` (factored, float64, one layer resident);
+* the same with ``--cache DIR`` twice (cold, then warm: no linear algebra on the warm run);
+* the dense per-head procedure on ``--dense-layers`` layers (form every N × N product QK/OV in
+  float64, dense SVD, dense SVD of the feed-forward matrices), extrapolated linearly to all
+  layers (each layer costs the same);
+* the floor: the bare linear-algebra kernels the analysis needs on the same layers (batched thin
+  QR of the factors, batched core SVDs, feed-forward Gram matrices and their eigh), with the
+  weights already in memory in float64, extrapolated to all layers.
+
+Usage: ``python bench/bench_scale.py [--layers 22] [--dense-layers 2] [--keep DIR]``.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LLAMA_1B = {"L": 22, "N": 2048, "H": 32, "H_kv": 4, "F": 5632, "V": 32000}
+
+
+def make_llama_checkpoint(
+    folder: Path, L: int = 22, N: int = 2048, H: int = 32, H_kv: int = 4, F: int = 5632,
+    V: int = 32000, shard_mb: float = 500.0, seed: int = 0,
+) -> Path:
+    """Write a random bf16 LLaMA-shaped sharded checkpoint (config.json, shards, index) to ``folder``.
+
+    Tensors are generated and written a shard at a time, so the builder holds at most one shard.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    d_h = N // H
+
+    def tensors():
+        yield "model.embed_tokens.weight", (V, N), 0.02
+        for i in range(L):
+            p = f"model.layers.{i}."
+            yield p + "input_layernorm.weight", (N,), None
+            yield p + "self_attn.q_proj.weight", (H * d_h, N), N**-0.5
+            yield p + "self_attn.k_proj.weight", (H_kv * d_h, N), N**-0.5
+            yield p + "self_attn.v_proj.weight", (H_kv * d_h, N), N**-0.5
+            yield p + "self_attn.o_proj.weight", (N, H * d_h), N**-0.5
+            yield p + "post_attention_layernorm.weight", (N,), None
+            yield p + "mlp.gate_proj.weight", (F, N), N**-0.5
+            yield p + "mlp.up_proj.weight", (F, N), N**-0.5
+            yield p + "mlp.down_proj.weight", (N, F), F**-0.5
+        yield "model.norm.weight", (N,), None
+        yield "lm_head.weight", (V, N), 0.02
+
+    limit = shard_mb * 2**20
+    shard: dict[str, torch.Tensor] = {}
+    size = 0
+    names: list[list[str]] = []
+
+    def flush() -> None:
+        nonlocal shard, size
+        if shard:
+            names.append(list(shard))
+            save_file(shard, str(folder / f"shard-{len(names):05d}.safetensors"), metadata={"format": "pt"})
+            shard, size = {}, 0
+
+    for name, shape, scale in tensors():
+        t = torch.ones(shape) if scale is None else torch.randn(shape, generator=g) * scale
+        t = t.to(torch.bfloat16)
+        nbytes = t.numel() * 2
+        if size and size + nbytes > limit:
+            flush()
+        shard[name] = t
+        size += nbytes
+    flush()
+    n = len(names)
+    weight_map, total = {}, 0
+    for k, ns in enumerate(names, 1):
+        fname = f"model-{k:05d}-of-{n:05d}.safetensors"
+        os.replace(folder / f"shard-{k:05d}.safetensors", folder / fname)
+        for nm in ns:
+            weight_map[nm] = fname
+        total += (folder / fname).stat().st_size
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1)
+    )
+    cfg = {
+        "model_type": "llama", "hidden_size": N, "num_hidden_layers": L, "num_attention_heads": H,
+        "num_key_value_heads": H_kv, "intermediate_size": F, "vocab_size": V, "hidden_act": "silu",
+        "torch_dtype": "bfloat16",
+    }
+    (folder / "config.json").write_text(json.dumps(cfg, indent=1))
+    return folder
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall time (s) and peak RSS (MB) of one child process (``os.wait4``: that child only)."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd[:3]} failed: {proc.stderr.read().decode()[-2000:]}")
+    proc.stderr.close()
+    return wall, usage.ru_maxrss / 1024
+
+
+def _layer_tensors(ckpt: Path, i: int):
+    """One layer's raw tensors (bf16 → float64), read with the same lazy source the CLI uses."""
+    from specbound.weights.sources import open_source
+
+    src = open_source(ckpt)
+    p = f"model.layers.{i}."
+    get = lambda n: src.get(p + n).double()  # noqa: E731
+    return {
+        "q": get("self_attn.q_proj.weight"), "k": get("self_attn.k_proj.weight"),
+        "v": get("self_attn.v_proj.weight"), "o": get("self_attn.o_proj.weight"),
+        "gate": get("mlp.gate_proj.weight"), "up": get("mlp.up_proj.weight"),
+        "down": get("mlp.down_proj.weight"),
+    }
+
+
+def dense_worker(ckpt: Path, layers: int, out_json: Path) -> None:
+    """The dense per-head procedure on the first ``layers`` layers; seconds per layer."""
+    import torch
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    N, H, Hkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    dh, grp = N // H, H // Hkv
+    t0 = time.perf_counter()
+    for i in range(layers):
+        w = _layer_tensors(ckpt, i)
+        for h in range(H):
+            hs, kv = slice(h * dh, (h + 1) * dh), slice((h // grp) * dh, (h // grp + 1) * dh)
+            for prod in (w["q"][hs].T @ w["k"][kv], w["v"][kv].T @ w["o"].T[hs]):
+                s = torch.linalg.svdvals(prod)
+                s[dh:] = 0.0
+                float(prod.norm(dim=0).sum())
+        m_in = torch.cat([w["gate"].T, w["up"].T], dim=1)
+        torch.linalg.svdvals(m_in)
+        torch.linalg.svdvals(w["down"].T)
+    out_json.write_text(json.dumps({"s_per_layer": (time.perf_counter() - t0) / layers}))
+
+
+def floor_worker(ckpt: Path, layers: int, out_json: Path) -> None:
+    """The bare kernels of the factored analysis (weights already resident in float64)."""
+    import torch
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    N, H, Hkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    dh, grp = N // H, H // Hkv
+    total = 0.0
+    for i in range(layers):
+        w = _layer_tensors(ckpt, i)
+        g = torch.arange(H) // grp
+        Wq = w["q"].T.reshape(N, H, dh).permute(1, 0, 2).contiguous()
+        Wk = w["k"].T.reshape(N, Hkv, dh).permute(1, 0, 2)[g].contiguous()
+        Wv = w["v"].T.reshape(N, Hkv, dh).permute(1, 0, 2)[g].contiguous()
+        WoT = w["o"].T.reshape(H, dh, N).mT.contiguous()
+        m_in = torch.cat([w["gate"].T, w["up"].T], dim=1).contiguous()
+        m_out = w["down"].T.contiguous()
+        t = time.perf_counter()
+        Rs = [torch.linalg.qr(X, mode="r").R for X in (Wq, Wk, Wv, WoT)]
+        torch.linalg.svdvals(Rs[0] @ Rs[1].mT)
+        torch.linalg.svdvals(Rs[2] @ Rs[3].mT)
+        torch.linalg.eigvalsh(m_in @ m_in.mT)
+        torch.linalg.eigvalsh(m_out.mT @ m_out)
+        total += time.perf_counter() - t
+    out_json.write_text(json.dumps({"s_per_layer": total / layers}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=LLAMA_1B["L"])
+    ap.add_argument("--dense-layers", type=int, default=2)
+    ap.add_argument("--keep", type=Path, default=None, help="build (or reuse) the checkpoint here and keep it")
+    ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--worker", nargs=4, metavar=("KIND", "CKPT", "LAYERS", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        kind, ckpt, layers, out = args.worker
+        (dense_worker if kind == "dense" else floor_worker)(Path(ckpt), int(layers), Path(out))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="specbound-scale-"))
+    try:
+        ckpt = args.keep if args.keep is not None else tmp / "ckpt"
+        t = time.perf_counter()
+        if not (ckpt / "config.json").is_file():
+            make_llama_checkpoint(ckpt, L=args.layers)
+        build_s = time.perf_counter() - t
+        shards = sorted(ckpt.glob("*.safetensors"))
+        size_gb = sum(f.stat().st_size for f in shards) / 1e9
+        exe = str(Path(sys.executable).with_name("specbound"))
+        base = [exe, "analyze", str(ckpt), "--no-plots"]
+        t_an, rss_an = timed(base + ["--out", str(tmp / "rep")])
+        t_cold, rss_cold = timed(base + ["--out", str(tmp / "rep-c"), "--cache", str(tmp / "cache")])
+        t_warm, rss_warm = timed(base + ["--out", str(tmp / "rep-w"), "--cache", str(tmp / "cache")])
+        rep = json.loads((tmp / "rep" / "report.json").read_text())
+        L = rep["model"]["L"]
+        me = [sys.executable, __file__, "--worker"]
+        timed(me + ["floor", str(ckpt), str(args.dense_layers), str(tmp / "floor.json")])
+        floor = json.loads((tmp / "floor.json").read_text())["s_per_layer"] * L
+        row = {
+            "shape": f"LLaMA L={L} N=2048 H=32 H_kv=4 d_ff=5632 bf16, {len(shards)} shards, {size_gb:.2f} GB",
+            "cpu_threads": os.cpu_count(),
+            "load_average_before": os.getloadavg(),
+            "build_s": round(build_s, 1),
+            "specbound_analyze_s": round(t_an, 2),
+            "specbound_peak_rss_MB": round(rss_an),
+            "analysis_only_s": round(rep["elapsed_s"], 2),
+            "cache_cold_s": round(t_cold, 2),
+            "cache_cold_peak_rss_MB": round(rss_cold),
+            "cache_warm_s": round(t_warm, 2),
+            "cache_warm_peak_rss_MB": round(rss_warm),
+            "floor_kernels_s_extrapolated": round(floor, 2),
+            "analysis_over_floor": round(rep["elapsed_s"] / floor, 2),
+        }
+        if not args.skip_dense:
+            t_d, rss_d = timed(me + ["dense", str(ckpt), str(args.dense_layers), str(tmp / "dense.json")])
+            per = json.loads((tmp / "dense.json").read_text())["s_per_layer"]
+            row.update({
+                "dense_layers_measured": args.dense_layers,
+                "dense_s_per_layer": round(per, 2),
+                "dense_extrapolated_s": round(per * L, 1),
+                "dense_peak_rss_MB": round(rss_d),
+                "speedup_vs_dense_extrapolated": round(per * L / t_an, 1),
+            })
+        row["load_average_after"] = os.getloadavg()
+        print(json.dumps(row, indent=2))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Many checkpoints: ``specbound analyze SOURCE SOURCE ... --jobs N | --ray [ADDRESS]``.
+
+Each checkpoint is one task (:func:`analyze_one`): ``analyze`` plus its report, written to a
+subfolder of the output folder named after the source. Tasks run on a local process pool
+(:class:`concurrent.futures.ProcessPoolExecutor` with the ``spawn`` start method; every worker
+gets ``cpu_count // jobs`` torch threads) or as Ray tasks (``ray.init(address)``, a local
+instance without an address; Ray is the optional extra ``specbound[ray]``, imported only here
+and only when asked for). Ray workers may run on other machines, so they return the
+:class:`~specbound.analysis.Report` and the driver writes it. A failing checkpoint does not stop
+the others: its one-line error is returned. :func:`analyze_many` writes ``combined.csv``: one
+row per analysed checkpoint with the source, the model facts and each bound's log10 value.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from specbound.errors import InputError, SpecboundError
+
+#: Value of ``--ray`` given without an address: start a local Ray instance.
+RAY_LOCAL = "local"
+
+#: Columns of ``combined.csv`` before the per-bound ``log10_<family>`` columns.
+COMBINED_COLUMNS = ["source", "report", "model_type", "L", "N", "H", "H_kv", "d_h", "d_ff", "elapsed_s"]
+
+
+def report_dirs(sources: Sequence[Any]) -> list[str]:
+    """A distinct, filesystem-safe subfolder name per source (``name``, ``name-2``, …)."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for s in sources:
+        text = str(s).rstrip("/\\")
+        base = Path(text).name if Path(text).exists() else text.replace("/", "__")  # path, or hub id
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "checkpoint"
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return names
+
+
+def summary_row(source: Any, subdir: str, report: Any) -> dict[str, Any]:
+    """One ``combined.csv`` row: source, model facts and each bound's (finite) log10 value."""
+    m = report.model
+    row: dict[str, Any] = {
+        "source": str(source), "report": subdir, "model_type": m.model_type, "L": m.n_layers,
+        "N": m.d_model, "H": m.n_heads, "H_kv": m.n_kv_heads, "d_h": m.d_head, "d_ff": m.d_ff,
+        "elapsed_s": round(float(report.elapsed_s), 3),
+    }
+    for name, b in report.bounds.items():
+        v = b.log10_value
+        if v is not None and v == v and abs(v) != float("inf"):
+            row[f"log10_{name}"] = float(v)
+    return row
+
+
+def analyze_one(
+    source: Any, subdir: str, out_root: str | None, analyze_kwargs: dict[str, Any],
+    write_kwargs: dict[str, Any], threads: int | None = None, return_report: bool = False,
+) -> dict[str, Any]:
+    """One task: analyse ``source``; write its report to ``out_root/subdir`` if ``out_root``.
+
+    Returns ``{"row": ...}`` (plus ``"report"`` if ``return_report``) or ``{"error": message}``.
+    Runs in a worker process (spawned or Ray), so it imports what it needs itself.
+    """
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from specbound.analysis import analyze
+    from specbound.report import write_report
+
+    try:
+        report = analyze(source, **analyze_kwargs)
+        if out_root is not None:
+            write_report(report, Path(out_root) / subdir, **write_kwargs)
+    except SpecboundError as e:
+        return {"error": str(e)}
+    except Exception as e:  # a bug or an environment problem: one line, the other tasks go on
+        return {"error": f"internal error ({type(e).__name__}: {e})".replace("\n", " ")}
+    res: dict[str, Any] = {"row": summary_row(source, subdir, report)}
+    if return_report:
+        res["report"] = report
+    return res
+
+
+def _ray_module():
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--ray needs Ray, which is not installed: pip install 'specbound[ray]'.") from None
+    return ray
+
+
+def analyze_many(
+    sources: Sequence[Any],
+    out_dir: str | os.PathLike,
+    *,
+    jobs: int = 1,
+    ray_address: str | None = None,
+    plots: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    **analyze_kwargs: Any,
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Analyse every source; one report per source in ``out_dir/<name>``, and ``combined.csv``.
+
+    ``jobs``: local worker processes (1 = in this process, one after the other). ``ray_address``:
+    run on Ray instead (``"local"`` starts a local instance, ``"auto"`` or ``host:port`` joins a
+    cluster). ``analyze_kwargs`` go to :func:`~specbound.analysis.analyze` unchanged.
+    Returns the combined table (also written to ``out_dir/combined.csv``, rows in the order of
+    ``sources``) and ``(source, error)`` for every failed source.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"jobs must be a positive integer, got {jobs!r}.")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; choose another --out.")
+    subdirs = report_dirs(sources)
+    write_kwargs = {"plots": plots}
+    results: list[dict[str, Any] | None] = [None] * len(sources)
+    total = len(sources)
+
+    def tick() -> None:
+        if progress is not None:
+            progress(sum(r is not None for r in results), total)
+
+    if ray_address is not None:
+        ray = _ray_module()
+        from specbound.report import write_report
+
+        ray.init(address=None if ray_address == RAY_LOCAL else ray_address, ignore_reinit_error=True,
+                 include_dashboard=False, log_to_driver=False)
+        task = ray.remote(analyze_one)
+        refs = {
+            task.remote(src, sub, None, analyze_kwargs, write_kwargs, None, True): i
+            for i, (src, sub) in enumerate(zip(sources, subdirs))
+        }
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                i = refs[ref]
+                try:
+                    res = ray.get(ref)
+                except Exception as e:  # the task or its node died
+                    res = {"error": f"Ray task failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"}
+                if "report" in res:
+                    try:
+                        write_report(res.pop("report"), out / subdirs[i], **write_kwargs)
+                    except SpecboundError as e:
+                        res = {"error": str(e)}
+                results[i] = res
+                tick()
+    elif jobs == 1 or total == 1:
+        for i, (src, sub) in enumerate(zip(sources, subdirs)):
+            results[i] = analyze_one(src, sub, str(out), analyze_kwargs, write_kwargs)
+            tick()
+    else:
+        workers = min(jobs, total)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futs = {
+                pool.submit(analyze_one, src, sub, str(out), analyze_kwargs, write_kwargs, threads): i
+                for i, (src, sub) in enumerate(zip(sources, subdirs))
+            }
+            for fut in as_completed(futs):
+                i = futs[fut]
+                try:
+                    results[i] = fut.result()
+                except Exception as e:  # the worker process died (e.g. out of memory)
+                    results[i] = {"error": f"worker process failed ({type(e).__name__}: {e})"}
+                tick()
+    rows = [r["row"] for r in results if r is not None and "row" in r]
+    failed = [(str(s), r["error"]) for s, r in zip(sources, results) if r is not None and "error" in r]
+    bound_cols = sorted({k for r in rows for k in r if k.startswith("log10_")})
+    table = pd.DataFrame(rows, columns=COMBINED_COLUMNS + bound_cols)
+    if rows:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".combined.csv.tmp"
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, out / "combined.csv")
+    return table, failed
+
+
+def normalise_ray_flag(argv: list[str]) -> list[str]:
+    """Let ``--ray`` be given without a value: ``--ray`` followed by nothing, by an option or by
+    an existing path (a SOURCE) becomes ``--ray=local``; ``--ray ADDRESS`` is kept."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--ray":
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is None or nxt.startswith("-") or Path(nxt).exists():
+                out.append(f"--ray={RAY_LOCAL}")
+                i += 1
+                continue
+        out.append(a)
+        i += 1
+    return out

@@ -1,0 +1,322 @@
+"""A content-addressed cache of spectra, and the per-matrix-block computation it needs.
+
+A layer's spectra are computed in four independent *blocks*: ``qk`` (every head's QK from
+``W_Q``, ``W_K``), ``ov`` (``W_V``, ``W_O``), ``m_in`` and ``m_out``. Each block's cache key is
+a BLAKE2b hash of
+
+* the cache-format version :data:`CACHE_FORMAT`;
+* the block name and the options that change its result: the working dtype and the ``dense``
+  flag for every block; for ``m_in`` / ``m_out`` also the feed-forward method and the
+  approximate-mode settings (QK/OV are exact in approximate mode too, so they share entries);
+* the content hash of every tensor the block comes from: BLAKE2b over dtype, shape and the raw
+  bytes of the canonical matrix as read from the checkpoint (before the upcast).
+
+So a second run with other bound parameters (L_φ, grid, families) reads and hashes the weights
+but does no linear algebra, and a fine-tuned model recomputes only the blocks whose tensors
+changed (a LoRA on ``q_proj``/``v_proj`` recomputes QK and OV, not the feed-forward spectra).
+The device is not in the key: CUDA and CPU results agree within the tolerance of README,
+"Scale".
+
+Entries are safetensors files ``DIR/v{CACHE_FORMAT}/<key[:2]>/<key>.safetensors`` holding the
+spectra as tensors and, in the metadata, the key, the block, the matrix sizes and a BLAKE2b
+checksum of the payload. They are written to a temporary file and renamed into place, so
+concurrent writers (``--jobs``) never expose a half-written entry. On reading, an entry whose
+file does not parse, whose key, format, checksum or shapes do not match, or whose values are not
+finite, non-negative and descending is counted as ``corrupt``, ignored and rewritten: a cache
+entry is used only when it is exactly what was stored for that key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from specbound.errors import InputError
+from specbound.spectra import core
+from specbound.spectra.core import FFMethod, LayerSpectra, MatrixSpectrum
+from specbound.weights.canonical import LayerWeights
+
+#: Version of the entry layout and of the computation behind it; bump it to invalidate entries.
+CACHE_FORMAT = 1
+
+BLOCKS = ("qk", "ov", "m_in", "m_out")
+_FACTORS = {"qk": ("W_Q", "W_K"), "ov": ("W_V", "W_O"), "m_in": ("M_in",), "m_out": ("M_out",)}
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """BLAKE2b (32 bytes) of ``t``'s dtype, shape and raw bytes in row-major order."""
+    h = hashlib.blake2b(digest_size=32)
+    h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    if flat.numel():
+        h.update(flat.view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def _payload_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.blake2b(digest_size=32)
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensor_digest(tensors[k]).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class CacheStats:
+    """Counts of one run: block entries found, computed (``misses``), found corrupt, written."""
+
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+    writes: int = 0
+    corrupt_files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt, "writes": self.writes}
+
+
+class SpectraCache:
+    """Spectra on disk under ``root``, keyed by content (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"{self.root}: the cache path exists and is not a folder; choose another --cache.")
+        try:
+            (self.root / f"v{CACHE_FORMAT}").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{self.root}: cannot create the cache folder ({e.strerror}).") from None
+        self.stats = CacheStats()
+
+    # -- keys ------------------------------------------------------------------------------
+    @staticmethod
+    def key(block: str, digests: list[str], options: dict[str, Any]) -> str:
+        """The entry key of one block: hash of format, block, options and tensor digests."""
+        doc = json.dumps({"format": CACHE_FORMAT, "block": block, "options": options, "tensors": digests},
+                         sort_keys=True)
+        return hashlib.blake2b(doc.encode(), digest_size=32).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.root / f"v{CACHE_FORMAT}" / key[:2] / f"{key}.safetensors"
+
+    # -- entries ---------------------------------------------------------------------------
+    def load(self, key: str, block: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """``(tensors, meta)`` of a valid entry, ``None`` when absent or corrupt (counted)."""
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(p), framework="pt") as f:
+                md = f.metadata() or {}
+                tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
+            meta = json.loads(md["meta"])
+            ok = (
+                md.get("format") == str(CACHE_FORMAT)
+                and md.get("key") == key
+                and md.get("block") == block
+                and md.get("checksum") == _payload_checksum(tensors)
+            )
+        except Exception:  # unreadable, truncated, bad JSON, missing metadata
+            ok = False
+        if not ok:
+            self._corrupt(p)
+            return None
+        return tensors, meta
+
+    def store(self, key: str, block: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Write an entry atomically (temporary file + rename)."""
+        from safetensors.torch import save_file
+
+        p = self.path(key)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        md = {
+            "format": str(CACHE_FORMAT), "key": key, "block": block,
+            "checksum": _payload_checksum(tensors), "meta": json.dumps(meta),
+        }
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
+            os.close(fd)
+            try:
+                save_file(tensors, tmp, metadata=md)
+                os.replace(tmp, p)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError as e:
+            raise InputError(f"{p}: cannot write the cache entry ({e.strerror}).") from None
+        self.stats.writes += 1
+
+    def invalid(self, key: str) -> None:
+        """Mark a loaded entry that failed a semantic check as corrupt (it will be rewritten)."""
+        self._corrupt(self.path(key))
+
+    def _corrupt(self, p: Path) -> None:
+        self.stats.corrupt += 1
+        self.stats.corrupt_files.append(str(p))
+
+
+# -- (de)serialising spectra ---------------------------------------------------------------------
+
+
+def _spectra_to_payload(specs: list[MatrixSpectrum]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One block's spectra (``H`` heads or a single FF matrix) as tensors + JSON metadata."""
+    from specbound.spectra.approx import ApproxSpectrum
+
+    tensors = {
+        "values": torch.stack([s.values.double().cpu() for s in specs]),
+        "norm_21": torch.tensor([s.norm_21 for s in specs], dtype=torch.float64),
+    }
+    meta: dict[str, Any] = {
+        "rows": specs[0].rows, "cols": specs[0].cols, "methods": [s.method for s in specs],
+        "dtype": str(specs[0].values.dtype).removeprefix("torch."),
+    }
+    if isinstance(specs[0], ApproxSpectrum):
+        extra_t, extra_m = specs[0].payload()
+        tensors.update({f"approx.{k}": v for k, v in extra_t.items()})
+        meta["approx"] = extra_m
+    return tensors, meta
+
+
+def _spectra_from_payload(
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], n: int, rows: int, cols: int, k: int
+) -> list[MatrixSpectrum] | None:
+    """The block's spectra, or ``None`` if the entry does not fit the expected shapes/values."""
+    from specbound.spectra.approx import ApproxSpectrum
+
+    vals, n21 = tensors.get("values"), tensors.get("norm_21")
+    if vals is None or n21 is None or tuple(vals.shape) != (n, k) or tuple(n21.shape) != (n,):
+        return None
+    if meta.get("rows") != rows or meta.get("cols") != cols or len(meta.get("methods", ())) != n:
+        return None
+    if not (torch.isfinite(vals).all() and torch.isfinite(n21).all() and (vals >= 0).all() and (n21 >= 0).all()):
+        return None
+    if k > 1 and not (vals[:, :-1] >= vals[:, 1:]).all():
+        return None
+    dtype = getattr(torch, str(meta.get("dtype", "float64")), torch.float64)
+    vals = vals.to(dtype)
+    if "approx" in meta:
+        extra = {k2.removeprefix("approx."): v for k2, v in tensors.items() if k2.startswith("approx.")}
+        try:
+            return [ApproxSpectrum.from_payload(vals[0], rows, cols, float(n21[0]), meta["methods"][0],
+                                                extra, meta["approx"])]
+        except (KeyError, ValueError, TypeError):
+            return None
+    return [MatrixSpectrum(vals[i], rows, cols, float(n21[i]), meta["methods"][i]) for i in range(n)]
+
+
+# -- the per-block computation -------------------------------------------------------------------
+
+
+def _block_qk_ov(A: torch.Tensor, B: torch.Tensor, rows: int, cols: int, dense: bool) -> list[MatrixSpectrum]:
+    """Spectra of ``A[h] B[h]ᵀ`` for every head (``A, B``: ``[H, N, d]`` in the working dtype)."""
+    if dense:
+        P = A @ B.mT
+        s = core._descending(torch.linalg.svdvals(P))
+        n21 = torch.linalg.vector_norm(P, dim=-2).sum(-1)
+        del P
+        method = "dense"
+    else:
+        s = core.factored_product_spectra(A, B)
+        n21 = core.product_column_norms_21(A, B)
+        method = "factored"
+    s = s.cpu()
+    return [MatrixSpectrum(s[h], rows, cols, float(n21[h]), method) for h in range(s.shape[0])]
+
+
+def _block_ff(M: torch.Tensor, dense: bool, ff_method: FFMethod, approx: Any) -> list[MatrixSpectrum]:
+    if approx is not None and not dense:
+        from specbound.spectra.approx import approx_spectrum
+
+        return [approx_spectrum(M, approx)]
+    s, how = core.ff_singular_values(M, "svd" if dense else ff_method)
+    return [MatrixSpectrum(s.cpu(), M.shape[0], M.shape[1], core._column_norms_21(M), how)]
+
+
+def layer_spectra_blocks(
+    lw: LayerWeights,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    dense: bool = False,
+    ff_method: FFMethod = "auto",
+    approx: Any = None,
+    cache: SpectraCache | None = None,
+) -> LayerSpectra:
+    """Spectra of one layer block by block, each block from ``cache`` when it holds it.
+
+    ``lw``: the layer as read (any dtype, CPU). Only the factors of the blocks that must be
+    computed are upcast to ``dtype`` and moved to ``device``. ``approx``: an
+    :class:`~specbound.spectra.approx.ApproxOptions` for the feed-forward blocks, or ``None``.
+    Equal to :func:`~specbound.spectra.core.layer_spectra` (tested) when nothing is cached.
+    """
+    H, H_kv = lw.W_Q.shape[0], lw.W_K.shape[0]
+    N, N_out, d_h = lw.W_Q.shape[1], lw.W_O.shape[2], lw.W_Q.shape[2]
+    wd = str(dtype).removeprefix("torch.")
+    opts: dict[str, dict[str, Any]] = {
+        "qk": {"dtype": wd, "dense": dense, "H": H, "H_kv": H_kv},
+        "ov": {"dtype": wd, "dense": dense, "H": H, "H_kv": H_kv},
+        "m_in": {"dtype": wd, "dense": dense, "ff_method": ff_method,
+                 "approx": None if approx is None or dense else approx.to_dict()},
+    }
+    opts["m_out"] = dict(opts["m_in"])
+    shapes = {
+        "qk": (H, N, N, N if dense else min(N, d_h)),
+        "ov": (H, N, N_out, min(N, N_out) if dense else min(N, d_h)),
+    }
+    for b in ("m_in", "m_out"):
+        M = getattr(lw, "M_in" if b == "m_in" else "M_out")
+        shapes[b] = (1, M.shape[0], M.shape[1], None)  # FF spectra may list fewer than r values
+    got: dict[str, list[MatrixSpectrum]] = {}
+    keys: dict[str, str] = {}
+    if cache is not None:
+        for b in BLOCKS:
+            keys[b] = cache.key(b, [tensor_digest(getattr(lw, f)) for f in _FACTORS[b]], opts[b])
+            entry = cache.load(keys[b], b)
+            if entry is None:
+                continue
+            n, rows, cols, k = shapes[b]
+            if k is None:
+                k = int(entry[0].get("values", torch.empty(0, 0)).shape[-1])
+                if k > min(rows, cols):
+                    k = -1
+            specs = _spectra_from_payload(*entry, n, rows, cols, k)
+            if specs is None:
+                cache.invalid(keys[b])
+                continue
+            got[b] = specs
+            cache.stats.hits += 1
+    g = torch.arange(H) // (H // H_kv)
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=device, dtype=dtype)
+
+    for b in BLOCKS:
+        if b in got:
+            continue
+        if b == "qk":
+            got[b] = _block_qk_ov(up(lw.W_Q), up(lw.W_K[g]), N, N, dense)
+        elif b == "ov":
+            got[b] = _block_qk_ov(up(lw.W_V[g]), up(lw.W_O).mT, N, N_out, dense)
+        else:
+            got[b] = _block_ff(up(lw.M_in if b == "m_in" else lw.M_out), dense, ff_method, approx)
+        if cache is not None:
+            cache.stats.misses += 1
+            cache.store(keys[b], b, *_spectra_to_payload(got[b]))
+    extra: dict[str, Any] = {}
+    names = {f.name for f in fields(LayerSpectra)}
+    if "weight_norms" in names and hasattr(core, "weight_norms"):
+        extra["weight_norms"] = core.weight_norms(lw)  # O(params) sums, no linear algebra
+    return LayerSpectra(
+        layer=lw.index, qk=got["qk"], ov=got["ov"], m_in=got["m_in"][0], m_out=got["m_out"][0],
+        names=lw.names, **extra,
+    )
