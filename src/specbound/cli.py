@@ -67,7 +67,8 @@ def print_summary(report, written: list[Path], out_dir: Path | None) -> None:
         f"d_h={m.d_head}  d_ff={m.d_ff}  ({m.source})",
         highlight=False,
     )
-    t = Table(title="Bounds (proxies: leading complexity factors only)", title_justify="left")
+    t = Table(title="Bound families (proxies, baselines, measures: not calibrated bounds; see `specbound bounds`)",
+              title_justify="left")
     for col in ("family", "value", "log10", "status"):
         t.add_column(col, justify="right" if col in ("value", "log10") else "left")
     for name, b in report.bounds.items():

@@ -54,7 +54,7 @@ class BoundResult:
 
     name: str
     log10_value: float
-    status: str  # "proxy" or "bound"
+    status: str  # "bound", "proxy", "baseline" or "measure"
     citation: str
     notes: list[str] = field(default_factory=list)
     terms: pd.DataFrame = field(default_factory=pd.DataFrame)
