@@ -312,7 +312,7 @@ def test_quick_end_to_end_through_the_cli(tmp_path: Path) -> None:
     # every trained grid point learned something beyond token frequencies
     assert (models["heldout_masked_ce"] < models["unigram_masked_ce"]).all()
     ex = pd.read_csv(out / "exponents.csv")
-    assert set(ex["family"]) >= {"spectrum_adaptive", "edelman"}
+    assert set(ex["family"]) >= {"spectrum_adaptive", "edelman", "sa_p0_cap"}
     finite = ex["slope"].notna().all() and np.isfinite(ex["slope"]).all()
     assert finite
     two = ex[ex["n_points"] == 2]

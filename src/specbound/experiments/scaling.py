@@ -328,7 +328,7 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
 
     models = pd.DataFrame(rows).sort_values(["L", "N"]).reset_index(drop=True)
     norms = pd.DataFrame(norm_rows).sort_values(["L", "N", "kind"]).reset_index(drop=True)
-    exponents = grid.fit_exponents(models, families)
+    exponents = grid.fit_exponents(models, families + ["sa_p0_cap"])  # + the weight-independent cap of B_SA
     files = [out / "models.csv", out / "exponents.csv", out / "norms.csv"]
     models.to_csv(files[0], index=False)
     exponents.to_csv(files[1], index=False)
@@ -368,7 +368,7 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
             "mean_p_star": "mean over the model's matrices of the chosen Schatten index p*",
             "frac_p_star_zero": "fraction of the model's matrices whose p* is 0 (their summand is sqrt(N*rank))",
             "log10_sa_p0_cap": "log10(sum_A sqrt(N*rank A) + sqrt(L)): B_SA if every p* were 0, an upper "
-            "bound on B_SA that does not depend on the weight values",
+            "bound on B_SA that does not depend on the weight values (exponents.csv fits it as family sa_p0_cap)",
             "sum_norm_11": "sum over QK, OV, M_in, M_out of the entrywise (1,1) norm (computed here, QK/OV formed)",
         },
         "exponent_definition": "slope of log10(proxy) against log10(N) at fixed L (exponent of N) and "
