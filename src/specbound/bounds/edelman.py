@@ -91,6 +91,9 @@ class EdelmanSeqLen(Bound):
     ``C · sqrt(log(mT)) / sqrt(m)`` (up to a log m). With the sample size omitted, as in §5::
 
         B_E,T = B_E · sqrt(ln T)            (T ≥ 2, natural log)
+
+    The theorem number (4.1, the single-head covering bound) is taken from a secondary summary of
+    arXiv 2110.10090; the log(mT) form of the covering bound is what the factor rests on.
     """
 
     name = "edelman_seq_len"
