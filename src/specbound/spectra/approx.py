@@ -8,7 +8,8 @@ through products ``G X = M (Mᵀ X)`` with blocks of vectors:
 1. **Deflation / spectral norm.** Randomised block Krylov (block ``b``, ``q`` steps, full
    reorthogonalisation) and Rayleigh–Ritz give Ritz pairs ``(θ_i, u_i)`` with residuals
    ``ρ_i = ‖G u_i − θ_i u_i‖``. ``θ_1 ≤ λ_1`` and ``λ_1 − θ_1 ≤ ρ_1`` (``≤ ρ_1²/gap`` when
-   ``θ_1`` is separated from ``θ_2`` by more than ``ρ_1``), so ``σ_1 ≈ sqrt(θ_1)`` with error
+   ``θ_1`` is separated from ``θ_2`` by more than ``ρ_1``; the gap is divided by a safety
+   factor 10 because ``λ_2`` may lie above ``θ_2``), so ``σ_1 ≈ sqrt(θ_1)`` with error
    estimate ``sqrt(θ_1 + δ) − sqrt(θ_1)``, ``δ`` that bound. Ritz pairs with
    ``ρ_i ≤ tol·θ_1`` are *deflated*: their eigenvalues are taken as computed.
 2. **Schatten sums by stochastic Lanczos quadrature** on the rest: ``P`` Rademacher probes,
@@ -16,6 +17,10 @@ through products ``G X = M (Mᵀ X)`` with blocks of vectors:
    on the projected operator; the Gauss quadrature of probe ``z`` gives
    ``zᵀ f(G) z ≈ ‖z‖² Σ_j τ_j² f(θ_j)``, and ``tr f(G) ≈ Σ_defl f(θ_i) + mean_z(...)``
    with ``f(λ) = λ^{p/2}`` for ``S_p = Σ σ^p``.
+
+The probe average uses a control variate: the probes' quadratures of ``f(λ) = λ`` estimate
+``tr(G) − Σ_defl θ_i``, which is known exactly (``‖M‖_F²``), and regressing on them removes most of
+the Hutchinson variance (all of it for ``S_2``).
 
 **Error estimate** of a Schatten sum (:meth:`ApproxSpectrum.schatten`):
 ``2.5 · (standard error over probes)`` + ``|quadrature with k − 1 steps − with k steps|`` +
@@ -26,7 +31,8 @@ the estimate is exact with a (near-)zero error estimate.
 **Synthetic spectrum.** The bounds need σ values, so :class:`ApproxSpectrum` lists ``r`` values:
 the deflated ones and, for the rest, the quantiles of the quadrature measure (the Ritz values of
 all probes with their weights; positive atoms interpolated linearly, the weight of atoms below
-the noise level ``10·n·ε·λ_1`` taken as exact zeros). Every measure and bound is computed from
+the noise level ``10·n·ε·λ_1`` taken as exact zeros), rescaled so that ``Σ σ²`` is exact, capped
+at the estimated ``σ_1``. Every measure and bound is computed from
 these values, and the error columns include the difference between their Schatten sums and the
 quadrature estimate.
 
@@ -49,6 +55,8 @@ from specbound.spectra.core import MatrixSpectrum
 
 #: z-factor on the probe standard error in the error estimate (≈ 99% under normality).
 Z_FACTOR = 2.5
+#: The Kato–Temple gap for σ_1 is taken as (θ_1 − θ_2 − ρ_2) / GAP_SAFETY (θ_2 ≤ λ_2 unknown).
+GAP_SAFETY = 10.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,8 @@ class ApproxSpectrum(MatrixSpectrum):
     nodes_prev: torch.Tensor | None = None
     wts_prev: torch.Tensor | None = None
     zero_tol: float = 0.0
+    #: ``tr(G) − Σ top`` = ``‖M‖_F² − Σ θ_defl`` (exact): the control variate's mean
+    trace_rest: float = 0.0
 
     def gram_trace(self, f: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
         """``(estimate, error estimate)`` of ``tr f(G) = Σ_i f(σ_i²)`` (``f(0) = 0``)."""
@@ -103,15 +113,32 @@ class ApproxSpectrum(MatrixSpectrum):
         top = self.top.double()
         top_val = float(fz(top).sum())
         top_err = float((fz(top + self.top_res.double()) - fz(top)).abs().sum())
-        per = (self.wts.double() * fz(self.nodes)).sum(-1)  # [P], each already divided by P
-        P = per.numel()
-        est = float(per.sum())
-        # per = (probe estimate) / P, so std(per)·P/sqrt(P) is the standard error of the mean
-        stderr = float(per.std(unbiased=True)) * math.sqrt(P) if P > 1 else abs(est)
-        prev = float((self.wts_prev.double() * fz(self.nodes_prev)).sum())
+        est, stderr = self._control_variate(fz, self.nodes, self.wts)
+        prev, _ = self._control_variate(fz, self.nodes_prev, self.wts_prev)
         total = top_val + est
         rounding = 10 * (self.top.numel() + self.nodes.numel()) * torch.finfo(torch.float64).eps * abs(total)
         return total, top_err + Z_FACTOR * stderr + abs(prev - est) + rounding
+
+    def _control_variate(self, fz, nodes: torch.Tensor, wts: torch.Tensor) -> tuple[float, float]:
+        """Mean over probes of the quadrature of ``f`` with the linear control variate.
+
+        The probes' quadratures of ``f(λ) = λ`` estimate the remaining trace ``tr(G) − Σ θ_defl``,
+        known exactly (``‖M‖_F²`` minus the deflated eigenvalues); their correlation with the
+        quadratures of ``f`` removes most of the Hutchinson variance (all of it for ``S_2``).
+        Returns ``(estimate, standard error)``.
+        """
+        P = nodes.shape[0]
+        pf = (wts.double() * fz(nodes)).sum(-1) * P  # [P] per-probe estimates
+        pl = (wts.double() * nodes.double().clamp_min(0)).sum(-1) * P
+        var_l = float(pl.var(unbiased=True)) if P > 1 else 0.0
+        beta = float(((pf - pf.mean()) * (pl - pl.mean())).sum() / (P - 1)) / var_l if var_l > 0 else 0.0
+        resid = pf - beta * pl
+        est = float(resid.mean()) + beta * self.trace_rest
+        if P <= 2:
+            return est, abs(est)
+        # standard error of the mean, one degree of freedom spent on beta
+        stderr = float(resid.std(unbiased=True)) * math.sqrt((P - 1) / (P - 2)) / math.sqrt(P)
+        return est, stderr
 
     def schatten(self, p: float) -> tuple[float, float]:
         """``(S_p of the listed values, error estimate)`` for ``p > 0``.
@@ -128,7 +155,7 @@ class ApproxSpectrum(MatrixSpectrum):
         """Tensors and JSON metadata for the cache."""
         t = {k: getattr(self, k).detach().double().cpu().contiguous()
              for k in ("top", "top_res", "nodes", "wts", "nodes_prev", "wts_prev")}
-        return t, {"sigma1_err": self.sigma1_err, "zero_tol": self.zero_tol}
+        return t, {"sigma1_err": self.sigma1_err, "zero_tol": self.zero_tol, "trace_rest": self.trace_rest}
 
     @classmethod
     def from_payload(cls, values: torch.Tensor, rows: int, cols: int, norm_21: float, method: str,
@@ -137,7 +164,7 @@ class ApproxSpectrum(MatrixSpectrum):
             if k not in tensors or not torch.isfinite(tensors[k]).all():
                 raise ValueError(k)
         return cls(values, rows, cols, norm_21, method, sigma1_err=float(meta["sigma1_err"]),
-                   zero_tol=float(meta["zero_tol"]), **{k: tensors[k] for k in
+                   zero_tol=float(meta["zero_tol"]), trace_rest=float(meta["trace_rest"]), **{k: tensors[k] for k in
                    ("top", "top_res", "nodes", "wts", "nodes_prev", "wts_prev")})
 
 
@@ -213,8 +240,10 @@ def _quadrature(alpha: torch.Tensor, beta: torch.Tensor, scale: torch.Tensor):
     return theta, scale[:, None] * Y[:, 0, :] ** 2, res
 
 
-def _synthetic(top: torch.Tensor, nodes: torch.Tensor, wts: torch.Tensor, n: int, zero_tol: float) -> torch.Tensor:
-    """``n`` descending singular values: deflated ones, then the quadrature measure's quantiles."""
+def _synthetic(top: torch.Tensor, nodes: torch.Tensor, wts: torch.Tensor, n: int, zero_tol: float,
+               trace_rest: float) -> torch.Tensor:
+    """``n`` descending singular values: deflated ones, then the quadrature measure's quantiles,
+    rescaled so that their squares sum to the exact remaining trace ``trace_rest``."""
     m = top.numel()
     rest = n - m
     th = nodes.double().reshape(-1).clamp_min(0)
@@ -231,6 +260,8 @@ def _synthetic(top: torch.Tensor, nodes: torch.Tensor, wts: torch.Tensor, n: int
             tp, wp = tp[order], wp[order] * (n_pos / wp.sum())
             mid = np.cumsum(wp) - wp / 2
             out[:n_pos] = np.interp(np.arange(n_pos) + 0.5, mid, tp)
+            if out.sum() > 0 and trace_rest > 0:
+                out *= trace_rest / out.sum()
     lam = np.concatenate([top.double().clamp_min(0).numpy(), out])
     lam[lam <= zero_tol] = 0.0
     return torch.from_numpy(np.sort(np.sqrt(lam))[::-1].copy())
@@ -281,7 +312,7 @@ def approx_spectrum(M: torch.Tensor, opts: ApproxOptions | None = None) -> Matri
     nodes_prev, wts_prev, _ = _quadrature(alpha[:-1], beta[:-1], zn2 / P)
     # λ_1 ≥ every Ritz value. Take the largest (block Krylov or a probe's Lanczos run) and bound
     # λ_1 − θ by its residual ρ, or by ρ²/gap when it is separated from the next Ritz value of
-    # the same run by gap > ρ (Kato–Temple; gap taken conservatively as θ − θ' − ρ').
+    # the same run by gap > ρ (Kato–Temple; gap taken conservatively as (θ − θ' − ρ') / 10).
     v = int(nodes.max(dim=1).values.argmax())
     if float(nodes[v, -1]) > lam1:
         t1, r1, t2, r2 = (float(nodes[v, -1]), float(nres[v, -1]), float(nodes[v, -2]), float(nres[v, -2]))
@@ -289,17 +320,19 @@ def approx_spectrum(M: torch.Tensor, opts: ApproxOptions | None = None) -> Matri
         t1, r1 = lam1, float(res[0])
         t2, r2 = (float(theta[1]), float(res[1])) if theta.numel() > 1 else (0.0, r1)
     lam_top = t1
-    gap = t1 - t2 - r2
+    gap = (t1 - t2 - r2) / GAP_SAFETY  # λ_2 may lie above its Ritz value θ_2: a safety factor
     err_lam = min(r1, r1 * r1 / gap) if gap > r1 else r1
     s1 = math.sqrt(lam_top)
-    values = _synthetic(top.cpu(), nodes.cpu(), wts.cpu(), n, zero_tol)
-    values[0] = max(float(values[0]), s1)
+    trace_rest = max(float((M.double() * M.double()).sum()) - float(top.double().sum()), 0.0)
+    values = _synthetic(top.cpu(), nodes.cpu(), wts.cpu(), n, zero_tol, trace_rest)
+    values = values.clamp(max=s1)  # σ_1 is the Ritz estimate; no synthetic value above it
+    values[0] = s1
     cpu = lambda t: t.detach().double().cpu()  # noqa: E731
     return ApproxSpectrum(
         values.to(M.dtype), rows, cols, n21, "slq",
         sigma1_err=max(math.sqrt(lam_top + err_lam) - s1, 10 * eps * s1),  # floor: rounding
         top=cpu(top), top_res=cpu(top_res), nodes=cpu(nodes), wts=cpu(wts),
-        nodes_prev=cpu(nodes_prev), wts_prev=cpu(wts_prev), zero_tol=zero_tol,
+        nodes_prev=cpu(nodes_prev), wts_prev=cpu(wts_prev), zero_tol=zero_tol, trace_rest=trace_rest,
     )
 
 

@@ -1,0 +1,182 @@
+"""The spectra cache: equal results, no linear algebra on a warm run, per-block invalidation,
+corrupt entries detected and recomputed, options in the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import specbound
+from specbound.errors import InputError
+from specbound.spectra.cache import CACHE_FORMAT, SpectraCache, tensor_digest
+from specbound.weights.adapters import open_weights
+from specbound.spectra.model import compute_spectra
+
+from builders import write_bert
+
+L = 2
+LINALG = ("qr", "svd", "svdvals", "eigh", "eigvalsh", "eig", "eigvals", "lstsq", "matrix_rank")
+
+
+def _same_spectra(a, b) -> None:
+    ma, mb = list(a.matrices()), list(b.matrices())
+    assert len(ma) == len(mb)
+    for (l1, h1, k1, s1), (l2, h2, k2, s2) in zip(ma, mb):
+        assert (l1, h1, k1) == (l2, h2, k2)
+        assert torch.equal(s1.values, s2.values), (l1, h1, k1)
+        assert s1.norm_21 == s2.norm_21 and s1.method == s2.method and (s1.rows, s1.cols) == (s2.rows, s2.cols)
+
+
+def _entries(cache_dir: Path) -> list[Path]:
+    return sorted((cache_dir / f"v{CACHE_FORMAT}").rglob("*.safetensors"))
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return write_bert(tmp_path / "m", L=L, N=16, H=4, F=24, seed=3)
+
+
+def test_cached_equals_uncached_bit_for_bit(model, tmp_path):
+    w = open_weights(model)
+    ref = compute_spectra(w)
+    cold = compute_spectra(w, cache=tmp_path / "c")
+    warm = compute_spectra(w, cache=tmp_path / "c")
+    _same_spectra(ref, cold)
+    _same_spectra(ref, warm)
+    assert cold.cache_stats["misses"] == 4 * L and cold.cache_stats["hits"] == 0
+    assert warm.cache_stats["hits"] == 4 * L and warm.cache_stats["misses"] == 0
+    assert len(_entries(tmp_path / "c")) == 4 * L
+    # the per-weight norms are filled on the cached path too (no linear algebra in them)
+    for a, b in zip(ref.layers, warm.layers):
+        if getattr(a, "weight_norms", None) is not None:
+            assert b.weight_norms.totals == pytest.approx(a.weight_norms.totals, rel=1e-12)
+
+
+def test_warm_run_with_other_bound_parameters_does_no_linear_algebra(model, tmp_path, monkeypatch):
+    first = specbound.analyze(model, cache=tmp_path / "c")
+
+    def forbidden(*a, **k):
+        raise AssertionError("linear algebra on a warm cache run")
+
+    for name in LINALG:
+        monkeypatch.setattr(torch.linalg, name, forbidden)
+    monkeypatch.setattr(torch, "svd", forbidden)
+    second = specbound.analyze(model, cache=tmp_path / "c", l_phi=1.0, grid_m=9,
+                               bounds="spectrum_adaptive,edelman")
+    assert second.options["cache"]["hits"] == 4 * L and second.options["cache"]["misses"] == 0
+    assert second.options["grid_m"] == 9 and second.options["l_phi"] == 1.0
+    for k in ("spectral_norm", "nuclear", "norm_21", "rank"):
+        assert second.matrices[k].tolist() == first.matrices[k].tolist()
+
+
+def _edit(model: Path, dest: Path, edits: dict[str, float]) -> Path:
+    sd = load_file(str(model / "model.safetensors"))
+    for name, scale in edits.items():
+        sd[name] = sd[name] * scale
+    return write_bert(dest, L=L, N=16, H=4, F=24, state=sd)
+
+
+def test_changed_tensors_recompute_only_their_blocks(model, tmp_path):
+    cache = tmp_path / "c"
+    compute_spectra(open_weights(model), cache=cache)
+    # "fine-tuned": layer 1's FF input matrix and layer 0's query projection changed
+    tuned = _edit(model, tmp_path / "tuned", {
+        "encoder.layer.1.intermediate.dense.weight": 1.5,
+        "encoder.layer.0.attention.self.query.weight": 0.5,
+    })
+    w = open_weights(tuned)
+    run = compute_spectra(w, cache=cache)
+    assert run.cache_stats["misses"] == 2 and run.cache_stats["hits"] == 4 * L - 2
+    _same_spectra(run, compute_spectra(w))
+    # one changed layer (all of its tensors) recomputes exactly that layer's four blocks
+    layer1 = _edit(model, tmp_path / "layer1", {
+        f"encoder.layer.1.{n}.weight": 2.0 for n in (
+            "attention.self.query", "attention.self.key", "attention.self.value",
+            "attention.output.dense", "intermediate.dense", "output.dense")
+    })
+    run = compute_spectra(open_weights(layer1), cache=cache)
+    assert run.cache_stats["misses"] == 4 and run.cache_stats["hits"] == 4 * (L - 1)
+
+
+def test_corrupt_entries_are_detected_and_recomputed(model, tmp_path):
+    cache = tmp_path / "c"
+    w = open_weights(model)
+    ref = compute_spectra(w, cache=cache)
+    files = _entries(cache)
+    # 1. truncated file
+    data = files[0].read_bytes()
+    files[0].write_bytes(data[: len(data) // 2])
+    # 2. one byte of the payload flipped (parses fine, checksum does not match)
+    raw = bytearray(files[1].read_bytes())
+    raw[-3] ^= 0xFF
+    files[1].write_bytes(bytes(raw))
+    # 3. a valid entry of another key under this key's name
+    files[2].write_bytes(files[3].read_bytes())
+    # 4. valid checksum and key but impossible values (negative singular values)
+    t = load_file(str(files[4]))
+    from safetensors import safe_open
+
+    with safe_open(str(files[4]), framework="pt") as f:
+        md = f.metadata()
+    t["values"] = -t["values"]
+    from specbound.spectra.cache import _payload_checksum
+
+    md["checksum"] = _payload_checksum(t)
+    save_file(t, str(files[4]), metadata=md)
+    # 5. not a safetensors file at all
+    files[5].write_text("garbage")
+    run = compute_spectra(w, cache=cache)
+    assert run.cache_stats["corrupt"] == 5
+    assert run.cache_stats["misses"] == 5 and run.cache_stats["hits"] == 4 * L - 5
+    _same_spectra(run, ref)  # never silently wrong
+    again = compute_spectra(w, cache=cache)  # the corrupt entries were rewritten
+    assert again.cache_stats["corrupt"] == 0 and again.cache_stats["hits"] == 4 * L
+
+
+def test_options_are_part_of_the_key(model, tmp_path):
+    cache = tmp_path / "c"
+    w = open_weights(model)
+    compute_spectra(w, cache=cache)
+    assert compute_spectra(w, cache=cache, dtype="float32").cache_stats["misses"] == 4 * L
+    # the FF method changes only the feed-forward blocks
+    assert compute_spectra(w, cache=cache, ff_method="svd").cache_stats["misses"] == 2 * L
+    dense = compute_spectra(w, cache=cache, dense=True)
+    assert dense.cache_stats["misses"] == 4 * L
+    _same_spectra(dense, compute_spectra(w, dense=True))
+
+
+def test_digest_sees_dtype_shape_and_bytes():
+    a = torch.arange(6, dtype=torch.float32)
+    assert tensor_digest(a) == tensor_digest(a.clone())
+    assert tensor_digest(a) != tensor_digest(a.reshape(2, 3))
+    assert tensor_digest(a) != tensor_digest(a.double())
+    b = a.clone()
+    b[3] += 1e-6
+    assert tensor_digest(a) != tensor_digest(b)
+    bf = torch.randn(4, 5).to(torch.bfloat16)
+    assert tensor_digest(bf.T) == tensor_digest(bf.T.contiguous())  # layout-independent
+
+
+def test_cache_path_that_is_a_file_is_a_clear_error(model, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(InputError, match="not a folder"):
+        SpectraCache(f)
+
+
+def test_cli_cache_option(model, tmp_path):
+    from typer.testing import CliRunner
+
+    from specbound.cli import app
+
+    runner = CliRunner()
+    for i in range(2):
+        res = runner.invoke(app, ["analyze", str(model), "--out", str(tmp_path / f"r{i}"), "--no-plots",
+                                  "--cache", str(tmp_path / "c")])
+        assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "r1" / "report.json").read_text())
+    assert doc["options"]["cache"]["hits"] == 4 * L and doc["options"]["cache"]["misses"] == 0
