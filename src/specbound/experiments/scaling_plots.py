@@ -7,9 +7,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 KIND_COLOURS = {"QK": "tab:blue", "OV": "tab:orange", "M_in": "tab:green", "M_out": "tab:red"}
 PRETTY = {"spectrum_adaptive": "B_SA (spectrum-adaptive)", "edelman": "B_E (Edelman et al.)"}
+
+
+def _tidy_log_axes(ax) -> None:  # type: ignore[no-untyped-def]
+    """No minor ticks on log axes spanning more than 3 decades (they dominate drawing time);
+    narrower axes keep them, so that they still carry labels."""
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() == "log" and lo > 0 and hi / lo > 1e3:
+            axis.set_minor_locator(NullLocator())
+    ax.grid(True, which="major", alpha=0.3)
 
 
 def _cmap(n: int) -> list:
@@ -27,7 +37,7 @@ def plot_proxy_scaling(models: pd.DataFrame, families: list[str], out: Path) -> 
         fams = [f for f in families if f"log10_{f}" in models]
         ncols = min(3, max(len(fams), 1))
         nrows = max(1, -(-len(fams) // ncols))
-        fig = Figure(figsize=(4.2 * ncols, 3.6 * nrows), layout="constrained")
+        fig = Figure(figsize=(4.2 * ncols, 3.6 * nrows), layout="tight")
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax in axes[len(fams) :]:
             ax.set_visible(False)
@@ -47,7 +57,7 @@ def plot_proxy_scaling(models: pd.DataFrame, families: list[str], out: Path) -> 
             ax.set_xlabel(against)
             ax.set_ylabel(f"proxy / proxy at smallest {against}")
             ax.set_title(PRETTY.get(fam, fam), fontsize=10)
-            ax.grid(True, which="both", alpha=0.3)
+            _tidy_log_axes(ax)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
         fig.suptitle(f"Growth of the proxies with {against} at fixed {fixed} (normalised by the first point)", fontsize=10)
@@ -62,7 +72,7 @@ def plot_term_curves(
 ) -> Path:
     """T(p)/T(0) over P_m for every matrix of one model (one line per matrix, coloured by
     kind; a dot marks p*). ``curves``: (kind, layer, head, p_grid, log10 T, p_star)."""
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    fig = Figure(figsize=(7.5, 4.5), layout="tight")
     ax = fig.subplots()
     seen = set()
     for kind, _layer, _head, p, logT, p_star in curves:
@@ -78,7 +88,7 @@ def plot_term_curves(
     ax.set_xlabel("Schatten index p (grid P_m)")
     ax.set_ylabel("T(A; p) / T(A; 0)")
     ax.set_title(f"Per-matrix summand over P_m, {len(curves)} matrices: {title}", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
+    _tidy_log_axes(ax)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
     return Path(path)
@@ -87,7 +97,7 @@ def plot_term_curves(
 def plot_sv_decay(spectra: dict[tuple[str, int], np.ndarray], path: Path, title: str) -> Path:
     """σ_i / σ_1 against i for a few layers, one panel per kind (QK and OV: head 0)."""
     kinds = sorted({k for k, _ in spectra}, key=lambda k: list(KIND_COLOURS).index(k) if k in KIND_COLOURS else 9)
-    fig = Figure(figsize=(3.4 * len(kinds), 3.4), layout="constrained")
+    fig = Figure(figsize=(3.4 * len(kinds), 3.4), layout="tight")
     axes = fig.subplots(1, len(kinds), squeeze=False)[0]
     layers = sorted({layer for _, layer in spectra})
     colours = _cmap(len(layers))
@@ -104,7 +114,7 @@ def plot_sv_decay(spectra: dict[tuple[str, int], np.ndarray], path: Path, title:
         ax.set_xlabel("index i")
         ax.set_ylabel("σ_i / σ_1")
         ax.set_title(kind + (" (head 0)" if kind in ("QK", "OV") else ""), fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
+        _tidy_log_axes(ax)
         ax.legend(fontsize=7)
     fig.suptitle(f"Singular-value decay: {title}", fontsize=9)
     fig.savefig(path, dpi=110)
@@ -115,7 +125,7 @@ def plot_norms(norms: pd.DataFrame, path: Path) -> Path:
     """Mean spectral, (2,1) and (1,1) norm per matrix kind against N, one curve per L (log-log)."""
     measures = [("mean_spectral", "spectral ‖·‖₂"), ("mean_norm_21", "‖·‖₂,₁"), ("mean_norm_11", "‖·‖₁,₁")]
     kinds = [k for k in KIND_COLOURS if k in set(norms["kind"])]
-    fig = Figure(figsize=(3.2 * len(kinds), 2.8 * len(measures)), layout="constrained")
+    fig = Figure(figsize=(3.2 * len(kinds), 2.8 * len(measures)), layout="tight")
     axes = fig.subplots(len(measures), len(kinds), squeeze=False)
     Ls = sorted(norms["L"].unique())
     colours = _cmap(len(Ls))
@@ -130,7 +140,7 @@ def plot_norms(norms: pd.DataFrame, path: Path) -> Path:
                 ax.plot(g["N"], y, "o-", color=c, ms=3, label=f"L={L}")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.grid(True, which="both", alpha=0.3)
+            _tidy_log_axes(ax)
             if i == 0:
                 ax.set_title(kind, fontsize=10)
             if j == 0:
