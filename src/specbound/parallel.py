@@ -134,8 +134,10 @@ def analyze_many(
         ray = _ray_module()
         from specbound.report import write_report
 
+        import logging
+
         ray.init(address=None if ray_address == RAY_LOCAL else ray_address, ignore_reinit_error=True,
-                 include_dashboard=False, log_to_driver=False)
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         task = ray.remote(analyze_one)
         refs = {
             task.remote(src, sub, None, analyze_kwargs, write_kwargs, None, True): i
