@@ -1,4 +1,4 @@
-"""Benchmark: whole-process `specbound analyze` against the dense per-head procedure.
+"""Benchmark: whole-process `specbound analyze` against the dense per-head procedure and WeightWatcher.
 
 Builds a BERT-base-shaped checkpoint (12 layers, N = 768, 12 heads, d_ff = 3072, random
 float32 weights, safetensors) in a temporary folder, then times, each as its own process:
@@ -7,10 +7,19 @@ float32 weights, safetensors) in a temporary folder, then times, each as its own
 * the dense per-head procedure (the published one): load the checkpoint, form every N × N
   product QK and OV in float64, take its dense SVD, set the singular values past the head's rank
   to zero, take dense SVDs of the feed-forward matrices, then evaluate B_SA and B_E with the same
-  formulas.
+  formulas;
+* ``weightwatcher`` 0.7.7's ``WeightWatcher(model=CKPT).analyze()`` with its defaults (it reads the
+  same safetensors folder; per-weight ESDs and power-law fits, no per-head QK/OV spectra), when
+  it is installed (it is not a dependency: ``pip install weightwatcher==0.7.7``); otherwise that
+  comparison is skipped with a message;
+* the floor: the bare linear-algebra kernels the analysis needs (batched thin QR of the factors,
+  batched core SVDs, feed-forward Gram products and their eigh) on weights already in memory in
+  float64, in a process of its own.
 
-It reports wall times, their ratio, peak RSS of each process, and the relative difference of
-B_SA and B_E between the two. Usage: ``python bench/bench_analyze.py [--layers 12] [--repeat 1]``.
+Load is included for every contender. It reports wall times, their ratios, peak RSS of each
+process (``os.wait4``: that child only), the load average before and after, and the relative
+difference of B_SA and B_E between specbound and the dense procedure.
+Usage: ``python bench/bench_analyze.py [--layers 12]``.
 """
 
 from __future__ import annotations
@@ -18,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -86,14 +94,56 @@ def dense_worker(ckpt: Path, out_json: Path) -> None:
     out_json.write_text(json.dumps(res))
 
 
+def ww_worker(ckpt: Path) -> None:
+    """WeightWatcher 0.7.7 on the same folder, defaults (load included)."""
+    import logging
+
+    import weightwatcher as ww
+
+    logging.disable(logging.INFO)
+    details = ww.WeightWatcher(model=str(ckpt)).analyze()
+    assert len(details) > 0
+
+
+def floor_worker(ckpt: Path, out_json: Path) -> None:
+    """Bare kernels of the factored analysis on resident float64 weights (load not timed)."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    L, N, H = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"]
+    dh = N // H
+    sd = {k: v.double() for k, v in load_file(str(ckpt / "model.safetensors")).items()}
+    total = 0.0
+    for i in range(L):
+        p = f"encoder.layer.{i}."
+        q, k, v, o = (sd[p + n + ".weight"] for n in
+                      ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"))
+        heads = lambda w: w.T.reshape(N, H, dh).permute(1, 0, 2).contiguous()  # noqa: E731
+        Wq, Wk, Wv, WoT = heads(q), heads(k), heads(v), o.reshape(N, H, dh).permute(1, 0, 2).contiguous()
+        m_in = sd[p + "intermediate.dense.weight"].T.contiguous()
+        m_out = sd[p + "output.dense.weight"].T.contiguous()
+        t = time.perf_counter()
+        Rq, Rk, Rv, Ro = (torch.linalg.qr(X, mode="r").R for X in (Wq, Wk, Wv, WoT))
+        torch.linalg.svdvals(Rq @ Rk.mT)
+        torch.linalg.svdvals(Rv @ Ro.mT)
+        torch.linalg.eigvalsh(m_in @ m_in.mT)
+        torch.linalg.eigvalsh(m_out.mT @ m_out)
+        total += time.perf_counter() - t
+    out_json.write_text(json.dumps({"floor_s": total}))
+
+
 def timed(cmd: list[str]) -> tuple[float, float]:
-    """Wall time (s) and peak RSS (MB) of a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall time (s) and peak RSS (MB) of one child process (``os.wait4``: that child only)."""
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    errtext = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd[:3]} failed: {errtext[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -103,10 +153,19 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--ff", type=int, default=3072)
     ap.add_argument("--dense-worker", nargs=2, metavar=("CKPT", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--ww-worker", metavar="CKPT", help=argparse.SUPPRESS)
+    ap.add_argument("--floor-worker", nargs=2, metavar=("CKPT", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.dense_worker:
         dense_worker(Path(args.dense_worker[0]), Path(args.dense_worker[1]))
         return
+    if args.ww_worker:
+        ww_worker(Path(args.ww_worker))
+        return
+    if args.floor_worker:
+        floor_worker(Path(args.floor_worker[0]), Path(args.floor_worker[1]))
+        return
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = make_checkpoint(tmp / "ckpt", args.layers, args.hidden, args.heads, args.ff)
@@ -116,6 +175,19 @@ def main() -> None:
         t_fac, rss_fac = timed([specbound, "analyze", str(ckpt), "--out", str(tmp / "rep"), "--no-plots"])
         t_fac_plots, _ = timed([specbound, "analyze", str(ckpt), "--out", str(tmp / "rep2")])
         t_dense, rss_dense = timed([sys.executable, __file__, "--dense-worker", str(ckpt), str(tmp / "dense.json")])
+        timed([sys.executable, __file__, "--floor-worker", str(ckpt), str(tmp / "floor.json")])
+        floor = json.loads((tmp / "floor.json").read_text())["floor_s"]
+        try:
+            import importlib.metadata as md
+
+            ww_version = md.version("weightwatcher")
+        except Exception:
+            ww_version = None
+        if ww_version is not None:
+            t_ww, rss_ww = timed([sys.executable, __file__, "--ww-worker", str(ckpt)])
+        else:
+            print("weightwatcher is not installed: skipping that comparison "
+                  "(pip install weightwatcher==0.7.7 to run it).", file=sys.stderr)
         fac = json.loads((tmp / "rep" / "report.json").read_text())
         dense = json.loads((tmp / "dense.json").read_text())
         rows = {
@@ -128,7 +200,19 @@ def main() -> None:
             "peak_rss_specbound_MB": round(rss_fac),
             "peak_rss_dense_MB": round(rss_dense),
             "analysis_only_s": round(fac["elapsed_s"], 2),
+            "floor_kernels_s": round(floor, 2),
+            "analysis_over_floor": round(fac["elapsed_s"] / floor, 2),
+            "process_over_floor": round(t_fac / floor, 2),
         }
+        if ww_version is not None:
+            rows.update({
+                "weightwatcher_version": ww_version,
+                "weightwatcher_analyze_s": round(t_ww, 2),
+                "peak_rss_weightwatcher_MB": round(rss_ww),
+                "speedup_vs_weightwatcher": round(t_ww / t_fac, 1),
+            })
+        rows["load_average_before"] = load_before
+        rows["load_average_after"] = os.getloadavg()
         for name in ("spectrum_adaptive", "edelman"):
             a, b = fac["bounds"][name]["log10_value"], dense[name]
             rows[f"{name}_log10"] = a
