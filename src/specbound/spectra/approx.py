@@ -212,8 +212,9 @@ def _lanczos(apply, V0: torch.Tensor, k: int, U: torch.Tensor, tol_b: float):
         alpha[j] = a
         w = w - a * q - b_prev * q_prev
         for _ in range(2):  # full reorthogonalisation against this run's vectors
-            c = torch.einsum("knp,np->kp", Qs[: j + 1], w)
-            w = _orth_against(w - torch.einsum("knp,kp->np", Qs[: j + 1], c), U)
+            Qj = Qs[: j + 1]  # [j+1, n, P]; multiply-and-sum beats einsum's bmm path here
+            c = (Qj * w).sum(1)  # [j+1, P]
+            w = _orth_against(w - (Qj * c[:, None, :]).sum(0), U)
         b = torch.linalg.vector_norm(w, dim=0)
         dead = b <= tol_b
         b = torch.where(dead, torch.zeros_like(b), b)
@@ -284,7 +285,12 @@ def approx_spectrum(M: torch.Tensor, opts: ApproxOptions | None = None) -> Matri
         return MatrixSpectrum(s.cpu(), rows, cols, n21, how)
 
     def apply(X: torch.Tensor) -> torch.Tensor:
-        return M @ (M.mT @ X) if rows <= cols else M.mT @ (M @ X)
+        # G X with X [n, b] in row-major order; Mᵀ X is formed as (Xᵀ M)ᵀ, which BLAS runs as a
+        # wide product (measured 2-10x faster than M.mT @ X on a column-major X)
+        X = X.contiguous()
+        if rows <= cols:
+            return M @ (X.mT @ M).mT
+        return ((M @ X).mT @ M).mT
 
     gen = torch.Generator(device=M.device).manual_seed(opts.seed)
     eps = torch.finfo(M.dtype).eps
