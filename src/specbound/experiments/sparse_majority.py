@@ -129,7 +129,7 @@ class SparseMajorityConfig:
     floating-point results, and ``quick``, which is informational).
 
     Defaults are sized to a 2-core machine: the full sweep (6 lengths x 4 seeds, cap 16,000
-    full-batch epochs, 1 thread) took about 50 minutes here; with the cap at 4,000 it took
+    full-batch epochs, 1 thread) took 41 minutes here; with the cap at 4,000 it took
     13 minutes but the runs at T >= 128 stayed near chance training accuracy.
     """
 
