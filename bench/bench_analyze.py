@@ -155,7 +155,11 @@ def main() -> None:
     ap.add_argument("--dense-worker", nargs=2, metavar=("CKPT", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--ww-worker", metavar="CKPT", help=argparse.SUPPRESS)
     ap.add_argument("--floor-worker", nargs=2, metavar=("CKPT", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--build-worker", metavar="CKPT", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.build_worker:
+        make_checkpoint(Path(args.build_worker), args.layers, args.hidden, args.heads, args.ff)
+        return
     if args.dense_worker:
         dense_worker(Path(args.dense_worker[0]), Path(args.dense_worker[1]))
         return
@@ -168,7 +172,11 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpt = make_checkpoint(tmp / "ckpt", args.layers, args.hidden, args.heads, args.ff)
+        # built in a child process: a child's peak RSS starts from its parent's at fork time, so
+        # this process must stay small for the measurements below to be the children's own
+        ckpt = tmp / "ckpt"
+        subprocess.run([sys.executable, __file__, "--build-worker", str(ckpt), "--layers", str(args.layers),
+                        "--hidden", str(args.hidden), "--heads", str(args.heads), "--ff", str(args.ff)], check=True)
         size_mb = (ckpt / "model.safetensors").stat().st_size / 2**20
         specbound = str(Path(sys.executable).with_name("specbound"))
         # factored: the real CLI, as a user runs it (no plots: the plots are not the analysis)

@@ -182,24 +182,61 @@ def floor_worker(ckpt: Path, layers: int, out_json: Path) -> None:
     out_json.write_text(json.dumps({"s_per_layer": total / layers}))
 
 
+def approx_worker(sizes: str, out_json: Path) -> None:
+    """Exact feed-forward spectrum (Gram route) against ``--approx`` on random N × 4N matrices."""
+    import torch
+
+    from specbound.spectra.approx import ApproxOptions, approx_spectrum
+    from specbound.spectra.core import ff_singular_values
+
+    rows = []
+    for N in (int(x) for x in sizes.split(",")):
+        M = torch.randn(N, 4 * N, generator=torch.Generator().manual_seed(N), dtype=torch.float64) / (4 * N) ** 0.5
+        t = time.perf_counter()
+        s, _ = ff_singular_values(M)
+        t_exact = time.perf_counter() - t
+        t = time.perf_counter()
+        a = approx_spectrum(M, ApproxOptions())
+        t_approx = time.perf_counter() - t
+        s1, e1 = a.schatten(1.0)
+        rows.append({
+            "shape": [N, 4 * N], "exact_s": round(t_exact, 2), "approx_s": round(t_approx, 2),
+            "sigma1_rel_err": float(abs(a.values[0] - s[0]) / s[0]), "sigma1_rel_err_estimate": a.sigma1_err / float(s[0]),
+            "nuclear_rel_err": abs(s1 - float(s.sum())) / float(s.sum()), "nuclear_rel_err_estimate": e1 / float(s.sum()),
+        })
+        del M
+    out_json.write_text(json.dumps(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=LLAMA_1B["L"])
     ap.add_argument("--dense-layers", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None, help="build (or reuse) the checkpoint here and keep it")
     ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--approx-sizes", default="2048,4096", help="N of the N x 4N --approx comparison ('' to skip)")
     ap.add_argument("--worker", nargs=4, metavar=("KIND", "CKPT", "LAYERS", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--build-worker", metavar="CKPT", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.build_worker:
+        make_llama_checkpoint(Path(args.build_worker), L=args.layers)
+        return
     if args.worker:
         kind, ckpt, layers, out = args.worker
-        (dense_worker if kind == "dense" else floor_worker)(Path(ckpt), int(layers), Path(out))
+        if kind == "approx":
+            approx_worker(ckpt, Path(out))
+        else:
+            (dense_worker if kind == "dense" else floor_worker)(Path(ckpt), int(layers), Path(out))
         return
     tmp = Path(tempfile.mkdtemp(prefix="specbound-scale-"))
     try:
         ckpt = args.keep if args.keep is not None else tmp / "ckpt"
         t = time.perf_counter()
         if not (ckpt / "config.json").is_file():
-            make_llama_checkpoint(ckpt, L=args.layers)
+            # in a child process: a child's peak RSS starts from its parent's at fork time, so
+            # this process stays small (no torch) for the measurements to be the children's own
+            subprocess.run([sys.executable, __file__, "--build-worker", str(ckpt), "--layers", str(args.layers)],
+                           check=True)
         build_s = time.perf_counter() - t
         shards = sorted(ckpt.glob("*.safetensors"))
         size_gb = sum(f.stat().st_size for f in shards) / 1e9
@@ -238,6 +275,9 @@ def main() -> None:
                 "dense_peak_rss_MB": round(rss_d),
                 "speedup_vs_dense_extrapolated": round(per * L / t_an, 1),
             })
+        if args.approx_sizes:
+            timed(me + ["approx", args.approx_sizes, "0", str(tmp / "approx.json")])
+            row["approx_vs_exact_ff"] = json.loads((tmp / "approx.json").read_text())
         row["load_average_after"] = os.getloadavg()
         print(json.dumps(row, indent=2))
     finally:
