@@ -129,9 +129,15 @@ def test_corrupt_entries_are_detected_and_recomputed(model, tmp_path):
     save_file(t, str(files[4]), metadata=md)
     # 5. not a safetensors file at all
     files[5].write_text("garbage")
+    # 6. valid checksum and key but metadata of the wrong type
+    t = load_file(str(files[6]))
+    with safe_open(str(files[6]), framework="pt") as f:
+        md = f.metadata()
+    md["meta"] = json.dumps(["not", "a", "dict"])
+    save_file(t, str(files[6]), metadata=md)
     run = compute_spectra(w, cache=cache)
-    assert run.cache_stats["corrupt"] == 5
-    assert run.cache_stats["misses"] == 5 and run.cache_stats["hits"] == 4 * L - 5
+    assert run.cache_stats["corrupt"] == 6
+    assert run.cache_stats["misses"] == 6 and run.cache_stats["hits"] == 4 * L - 6
     _same_spectra(run, ref)  # never silently wrong
     again = compute_spectra(w, cache=cache)  # the corrupt entries were rewritten
     assert again.cache_stats["corrupt"] == 0 and again.cache_stats["hits"] == 4 * L

@@ -202,7 +202,9 @@ def _spectra_from_payload(
         return None
     if k > 1 and not (vals[:, :-1] >= vals[:, 1:]).all():
         return None
-    dtype = getattr(torch, str(meta.get("dtype", "float64")), torch.float64)
+    dtype = {"float64": torch.float64, "float32": torch.float32}.get(str(meta.get("dtype")))
+    if dtype is None:
+        return None
     vals = vals.to(dtype)
     if "approx" in meta:
         extra = {k2.removeprefix("approx."): v for k2, v in tensors.items() if k2.startswith("approx.")}
@@ -289,7 +291,10 @@ def layer_spectra_blocks(
                 k = int(entry[0].get("values", torch.empty(0, 0)).shape[-1])
                 if k > min(rows, cols):
                     k = -1
-            specs = _spectra_from_payload(*entry, n, rows, cols, k)
+            try:
+                specs = _spectra_from_payload(*entry, n, rows, cols, k)
+            except Exception:  # metadata of the wrong types: as corrupt as a bad checksum
+                specs = None
             if specs is None:
                 cache.invalid(keys[b])
                 continue
