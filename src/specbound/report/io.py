@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from specbound.errors import InputError
-from specbound.report.plots import PLOTS
 
 if TYPE_CHECKING:
     from specbound.analysis import Report
@@ -76,6 +75,8 @@ def write_report(
                 stage / "not_analysed.csv", index=False
             )
             if plots:
+                from specbound.report.plots import PLOTS  # matplotlib: imported only when plotting (~0.8 s)
+
                 for name, fn in PLOTS.items():
                     fn(report, stage / name)
             targets += [(f, out / f.name) for f in sorted(stage.iterdir())]
