@@ -37,7 +37,8 @@ def fail(message: str, code: int = 1) -> None:
 
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr (hidden when stderr is not a terminal); yields ``update(done, total)``."""
+    """A rich progress bar on stderr (hidden when stderr is not a terminal); yields
+    ``update(done, total, description=None)``."""
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -49,8 +50,10 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     )
     task = bar.add_task(description, total=None)
 
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+    def update(done: int, total: int, description: str | None = None) -> None:
+        bar.update(task, completed=done, total=total, description=description or description_)
+
+    description_ = description
 
     with bar:
         yield update

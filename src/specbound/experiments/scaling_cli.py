@@ -65,36 +65,19 @@ def scaling(
     if threads is not None:
         torch.set_num_threads(threads)
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from specbound.cli import err, progress_bar
+    from specbound.cli import out as con
     from specbound.experiments.scaling import ScalingConfig, run_scaling
 
-    err = Console(stderr=True)
     cfg = ScalingConfig(family=fam, out=out, quick=quick, seed=seed, device=device, l_phi=l_phi, featured=featured)
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
-    task = bar.add_task("E2 scaling", total=None)
-
-    def progress(message: str, done: int, total: int) -> None:
-        bar.update(task, description=message, completed=done, total=total)
-
     try:
-        with bar:
-            res = run_scaling(cfg, progress)
+        with progress_bar("E2 scaling") as update:
+            res = run_scaling(cfg, lambda message, done, total: update(done, total, message))
     except SpecboundError as e:
         _fail(str(e), 1)
     except FloatingPointError as e:
         _fail(f"training diverged: {e}", 1)
 
-    con = Console()
     for m in res.missing:
         err.print(f"[yellow]missing:[/] {m['source']} ({m['reason']})", highlight=False, soft_wrap=True)
     con.print(f"E2 on {len(res.models)} models ({family}); wrote {out}/", highlight=False)

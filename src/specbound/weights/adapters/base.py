@@ -100,6 +100,23 @@ class Adapter:
         """``nn.Linear`` feed-forward weight ``[out, in]`` → row-vector ``[in, out]``."""
         return self.check(name, self.tensor(name), shape_out_in).T
 
+    def linear_layer(self, info: ModelInfo, i: int, names: dict[str, str]) -> LayerWeights:
+        """Layer ``i`` of an unfused, ungated ``nn.Linear`` layout (BERT, DistilBERT).
+
+        ``names`` maps ``W_Q, W_K, W_V, W_O, M_in, M_out`` to tensor names (without prefix).
+        """
+        H, N, F = info.n_heads, info.d_model, info.d_ff
+        return LayerWeights(
+            index=i,
+            W_Q=self.head_proj(names["W_Q"], info, H),
+            W_K=self.head_proj(names["W_K"], info, H),
+            W_V=self.head_proj(names["W_V"], info, H),
+            W_O=self.out_proj(names["W_O"], info),
+            M_in=self.ff_proj(names["M_in"], (F, N)),
+            M_out=self.ff_proj(names["M_out"], (N, F)),
+            names={k: self.prefix + v for k, v in names.items()},
+        )
+
     def heads(self, n_heads: int, d_model: int, source: str) -> int:
         if d_model % n_heads:
             raise InputError(

@@ -39,7 +39,6 @@ class DistilBertAdapter(Adapter):
 
     def layer(self, info: ModelInfo, i: int) -> LayerWeights:
         p = f"transformer.layer.{i}."
-        H, N, F = info.n_heads, info.d_model, info.d_ff
         names = {
             "W_Q": p + "attention.q_lin.weight",
             "W_K": p + "attention.k_lin.weight",
@@ -48,13 +47,4 @@ class DistilBertAdapter(Adapter):
             "M_in": p + "ffn.lin1.weight",
             "M_out": p + "ffn.lin2.weight",
         }
-        return LayerWeights(
-            index=i,
-            W_Q=self.head_proj(names["W_Q"], info, H),
-            W_K=self.head_proj(names["W_K"], info, H),
-            W_V=self.head_proj(names["W_V"], info, H),
-            W_O=self.out_proj(names["W_O"], info),
-            M_in=self.ff_proj(names["M_in"], (F, N)),
-            M_out=self.ff_proj(names["M_out"], (N, F)),
-            names={k: self.prefix + v for k, v in names.items()},
-        )
+        return self.linear_layer(info, i, names)
