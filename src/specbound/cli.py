@@ -247,6 +247,7 @@ def version() -> None:
 from specbound.cli_bounds import register as _rb; _rb(app)  # noqa: E402, E702
 from specbound.experiments.sparse_majority_cli import register as _r1; _r1(experiment_app)  # noqa: E402, E702
 from specbound.experiments.scaling_cli import register as _r2; _r2(experiment_app)  # noqa: E402, E702
+from specbound.experiments.correlation_cli import register as _r3; _r3(experiment_app)  # noqa: E402, E702
 
 
 def main() -> None:
