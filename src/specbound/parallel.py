@@ -16,7 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -207,3 +207,61 @@ def normalise_ray_flag(argv: list[str]) -> list[str]:
         out.append(a)
         i += 1
     return out
+
+
+def ray_init(ray_address: str) -> Any:
+    """Import Ray (a clear error if it is missing) and connect: ``"local"`` starts a local
+    instance, ``"auto"`` or ``host:port`` joins a cluster. Returns the ``ray`` module."""
+    import logging
+
+    ray = _ray_module()
+    ray.init(address=None if ray_address == RAY_LOCAL else ray_address, ignore_reinit_error=True,
+             include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    return ray
+
+
+def map_tasks(
+    fn: Callable[..., Any], arglists: Sequence[tuple[Any, ...]], *, jobs: int = 1,
+    ray_address: str | None = None,
+) -> Iterator[tuple[int, Any, BaseException | None]]:
+    """Run ``fn(*args)`` for every ``args`` in ``arglists``; yield ``(index, result, None)`` or
+    ``(index, None, exception)`` as tasks finish (in completion order).
+
+    One task per item: in this process one after the other (``jobs == 1``), on a ``spawn``
+    process pool of ``jobs`` workers, or as Ray tasks (``ray_address``; see :func:`ray_init`).
+    ``fn`` must be importable by name in the workers. No scheduling of our own: the pool or
+    Ray decides where and when each task runs.
+    """
+    if ray_address is not None:
+        ray = ray_init(ray_address)
+        remote = ray.remote(fn)
+        refs = {remote.remote(*args): i for i, args in enumerate(arglists)}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    yield refs[ref], ray.get(ref), None
+                except Exception as e:  # the task raised, or its node died
+                    yield refs[ref], None, e
+    elif jobs == 1 or len(arglists) <= 1:
+        for i, args in enumerate(arglists):
+            try:
+                res = fn(*args)
+            except Exception as e:
+                yield i, None, e
+            else:
+                yield i, res, None
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(jobs, len(arglists)), mp_context=ctx) as pool:
+            futs = {pool.submit(fn, *args): i for i, args in enumerate(arglists)}
+            try:
+                for fut in as_completed(futs):
+                    try:
+                        yield futs[fut], fut.result(), None
+                    except Exception as e:  # the task raised, or the worker process died
+                        yield futs[fut], None, e
+            finally:
+                for fut in futs:
+                    fut.cancel()

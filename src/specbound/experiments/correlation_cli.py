@@ -1,0 +1,118 @@
+"""``specbound experiment correlation``: the E3 command (registered by :func:`register`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+HELP = """E3: which complexity measure tracks the generalisation gap? (Jiang et al. 2020 style scores.)
+
+Trains a full-factorial sweep of small BERT encoders on a synthetic task (--task
+sparse-majority: T = 32 bits, majority of 7 hidden positions, [CLS] classifier;
+masked-synthetic: masked-token prediction on the seeded synthetic language of E2), measures
+each model's gap (train accuracy - test accuracy on fresh data of the same distribution) and
+evaluates every bound family of the catalogue on its weights (initial weights as the
+reference for distance-based families), plus each family divided by sqrt(n_train).
+
+Default grid (128 models): depth {1,2} x width {32,64} x n_train {128,1024} x weight decay
+{0,0.1} x lr {1e-3,3e-3} x label noise {0,0.2} x steps {200,800}. --quick: 16 models (depth,
+n_train, label noise, steps; width 32), a few minutes on 2 cores. --grid FILE (YAML or JSON)
+changes it: keys task, axes (lists of values), base (values of axes not swept), settings.
+
+Runs on a local process pool (--jobs, default: the number of cores) or, with --ray [ADDRESS],
+as one Ray task per model (no address: a local Ray instance). Finished models are cached in
+OUT/models/ and reused, so an interrupted sweep resumes where it stopped.
+
+Writes OUT/models.csv (hyper-parameters, train/test metrics, gaps, every measure),
+OUT/scores.csv (per target gap and measure: Kendall tau, granulated tau per axis and mean,
+sign-error rate over coupled pairs, number of models), OUT/config.json (config, versions,
+timings), OUT/ranking.png and OUT/plots/scatter_<measure>.png.
+"""
+
+
+def _fail(message: str, code: int) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def correlation(
+    task: Optional[str] = typer.Option(None, "--task", help="sparse-majority (default) or masked-synthetic."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="YAML/JSON file with the sweep's axes (see above)."),
+    out: Path = typer.Option(Path("specbound-e3"), "--out", help="Output folder (model cache reused on rerun)."),
+    quick: bool = typer.Option(False, "--quick", help="The 16-model preset (a few minutes on 2 cores)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data, initialisations and mini-batches."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Local worker processes (default: cores)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: ADDRESS of a cluster, or no value for a local instance."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the scatter plots and the ranking chart."),
+    top: int = typer.Option(15, "--top", help="Rows of the ranking table printed (all are in scores.csv)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print one line per finished model."),
+) -> None:
+    """E3: which complexity measure tracks the generalisation gap?"""
+    from specbound.errors import SpecboundError
+
+    if task is not None and task not in ("sparse-majority", "masked-synthetic"):
+        _fail(f"--task {task!r}: choose sparse-majority or masked-synthetic.", 2)
+    if seed < 0:
+        _fail(f"--seed {seed}: must be a non-negative integer.", 2)
+    if jobs is not None and jobs < 1:
+        _fail(f"--jobs {jobs}: must be a positive integer.", 2)
+    if top < 1:
+        _fail(f"--top {top}: must be a positive integer.", 2)
+    if ray is not None and jobs is not None:
+        _fail("--jobs and --ray exclude each other: Ray decides where the tasks run.", 2)
+    from specbound.cli import err, progress_bar
+    from specbound.cli import out as con
+    from specbound.experiments.correlation import default_config, load_grid, quick_config, run_sweep
+
+    try:
+        if grid is not None:
+            cfg = load_grid(grid, task=task, seed=seed, quick=quick)
+        else:
+            cfg = (quick_config if quick else default_config)(task or "sparse-majority", seed)
+        with progress_bar(f"E3 {cfg.task}") as update:
+            def on_event(ev) -> None:  # type: ignore[no-untyped-def]
+                if ev.kind in ("start", "run"):
+                    update(ev.done, ev.total, f"E3 {cfg.task}")
+                if verbose and ev.kind == "run":
+                    err.print(ev.message, highlight=False, soft_wrap=True)
+
+            res = run_sweep(cfg, out, jobs=jobs or (os.cpu_count() or 1), ray_address=ray,
+                            progress=on_event, plots=plots)
+    except SpecboundError as e:
+        _fail(str(e), 1)
+    for model_id, msg in res["failed"]:
+        err.print(f"[yellow]failed:[/] {model_id}: {msg}", highlight=False, soft_wrap=True)
+    meta = res["config"]
+    con.print(f"E3 {cfg.task}: {len(res['models'])} models ({meta['models_reused_from_cache']} reused from "
+              f"the cache) in {meta['wall_time_seconds']:.0f} s; granulated over {', '.join(meta['granulated_over'])}",
+              highlight=False)
+    _print_ranking(con, res["scores"], top)
+    con.print(f"wrote {out}/ (models.csv, scores.csv, config.json{', plots' if plots else ''})", highlight=False)
+
+
+def _print_ranking(con, scores, top: int) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    def f(v) -> str:  # type: ignore[no-untyped-def]
+        return "n/a" if v is None or v != v else f"{v:+.3f}"
+
+    sub = scores[scores["target"] == "gap"].head(top)
+    t = Table(title="measures ranked by granulated Kendall τ with the accuracy gap")
+    for c in ("rank", "measure", "τ", "granulated τ", "sign error", "pairs", "models"):
+        t.add_column(c, justify="left" if c == "measure" else "right", no_wrap=c == "measure")
+    for r in sub.to_dict("records"):
+        err_rate = r["sign_error_rate"]
+        t.add_row(str(r["rank"]), r["measure"], f(r["kendall_tau"]), f(r["granulated_tau_mean"]),
+                  "n/a" if err_rate is None or err_rate != err_rate else f"{err_rate:.3f}",
+                  str(r["n_coupled_pairs"]), str(r["n_models"]))
+    con.print(t)
+
+
+def register(experiment_app: typer.Typer) -> None:
+    """Add ``correlation`` to the ``specbound experiment`` group."""
+    experiment_app.command("correlation", help=HELP)(correlation)
