@@ -139,7 +139,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 QUICK_SETTINGS = {**DEFAULT_SETTINGS, "n_test": 1000}
 QUICK_BASE = {**BASE_VALUES, "width": 32}
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -355,11 +355,11 @@ def make_task_data(cfg: SweepConfig, pool: int, label_noise: float) -> TaskData:
     """The data of every model with noise level ``label_noise`` (streams depend on the seed only)."""
     s = cfg.settings_dict
     if cfg.task == "sparse-majority":
-        rng = run_rng(cfg.seed, 3, 0)
         T = s["seq_len"]
-        support = np.sort(rng.choice(T, size=s["support"], replace=False))
-        bits_tr = rng.integers(0, 2, size=(pool, T), dtype=np.int64)
-        bits_te = rng.integers(0, 2, size=(s["n_test"], T), dtype=np.int64)
+        support = np.sort(run_rng(cfg.seed, 3, 0).choice(T, size=s["support"], replace=False))
+        # uniform doubles are drawn one after the other, so a smaller pool is a prefix of a larger one
+        bits_tr = (run_rng(cfg.seed, 3, 3).random((pool, T)) < 0.5).astype(np.int64)
+        bits_te = (run_rng(cfg.seed, 3, 4).random((s["n_test"], T)) < 0.5).astype(np.int64)
         flip_tr = run_rng(cfg.seed, 3, 1).random(pool)
         flip_te = run_rng(cfg.seed, 3, 2).random(s["n_test"])
 
@@ -378,9 +378,10 @@ def make_task_data(cfg: SweepConfig, pool: int, label_noise: float) -> TaskData:
     test = lang.corpus(s["n_test"], s["seq_len"], seed=1001 + 2 * cfg.seed)
 
     def corrupt(ids: np.ndarray, stream: int) -> np.ndarray:
-        rng = run_rng(cfg.seed, 4, stream)
-        u = rng.random(ids.shape)
-        words = rng.integers(len(SPECIAL_TOKENS), lang.vocab_size, size=ids.shape)
+        u = run_rng(cfg.seed, 4, stream, 0).random(ids.shape)  # row-major draws: nested prefixes
+        n_words = lang.vocab_size - len(SPECIAL_TOKENS)
+        words = len(SPECIAL_TOKENS) + np.minimum((run_rng(cfg.seed, 4, stream, 1).random(ids.shape) * n_words)
+                                                 .astype(np.int64), n_words - 1)
         return np.where((u < label_noise) & (ids >= len(SPECIAL_TOKENS)), words, ids)
 
     return TaskData(corrupt(train, 0), np.zeros(0), corrupt(test, 1), np.zeros(0), vocab_size=lang.vocab_size,

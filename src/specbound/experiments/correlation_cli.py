@@ -90,9 +90,10 @@ def correlation(
     meta = res["config"]
     con.print(f"E3 {cfg.task}: {len(res['models'])} models ({meta['models_reused_from_cache']} reused from "
               f"the cache) in {meta['wall_time_seconds']:.0f} s; granulated over {', '.join(meta['granulated_over'])}",
-              highlight=False)
+              highlight=False, soft_wrap=True)
     _print_ranking(con, res["scores"], top)
-    con.print(f"wrote {out}/ (models.csv, scores.csv, config.json{', plots' if plots else ''})", highlight=False)
+    con.print(f"wrote {out}/ (models.csv, scores.csv, config.json{', plots' if plots else ''})", highlight=False,
+              soft_wrap=True)
 
 
 def _print_ranking(con, scores, top: int) -> None:  # type: ignore[no-untyped-def]
