@@ -115,3 +115,52 @@ def test_zero_matrix_is_valid():
     assert torch.count_nonzero(s) == 0
     A = torch.zeros(2, 6, 3, dtype=torch.float64)
     assert torch.count_nonzero(factored_product_spectra(A, torch.randn(2, 6, 3, dtype=torch.float64))) == 0
+
+
+def test_gram_lower_is_the_lower_triangle_of_the_full_product():
+    """Row-blocked Gram: the lower triangle equals the full product's; the eigenvalues agree."""
+    from specbound.spectra.core import GRAM_BLOCK, gram_lower
+
+    g = torch.Generator().manual_seed(3)
+    n = 2 * GRAM_BLOCK + 17  # blocked, with a ragged last block
+    for M in (torch.randn(n, n + 50, generator=g, dtype=torch.float64),
+              torch.randn(n + 50, n, generator=g, dtype=torch.float64)):
+        A = M if M.shape[0] <= M.shape[1] else M.mT
+        full = A @ A.mT
+        G = gram_lower(M)
+        torch.testing.assert_close(G.tril(), full.tril(), rtol=1e-13, atol=1e-13 * float(full.abs().max()))
+        lam, ref = torch.linalg.eigvalsh(G, UPLO="L"), torch.linalg.eigvalsh(full)
+        torch.testing.assert_close(lam, ref, rtol=0, atol=1e-12 * float(ref.max()))
+        s, how = ff_singular_values(M, "auto")
+        assert how == "gram"
+        torch.testing.assert_close(s, torch.linalg.svdvals(M), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("H,Hkv,dtype", [(4, 4, torch.float32), (4, 2, torch.float64), (6, 3, torch.bfloat16)])
+def test_layer_spectra_tasks_equals_layer_spectra(H, Hkv, dtype):
+    """The threaded per-layer tasks give layer_spectra's numbers on the upcast layer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from specbound.spectra.core import layer_spectra_tasks
+
+    g = torch.Generator().manual_seed(H + Hkv)
+    N, d, F = 12, 3, 20
+    lw = LayerWeights(
+        index=2,
+        W_Q=torch.randn(H, N, d, generator=g).to(dtype),
+        W_K=torch.randn(Hkv, N, d, generator=g).to(dtype),
+        W_V=torch.randn(Hkv, N, d, generator=g).to(dtype),
+        W_O=torch.randn(H, d, N, generator=g).to(dtype),
+        M_in=torch.randn(F, N, generator=g).to(dtype).T,  # transposed views, as adapters give them
+        M_out=torch.randn(N, F, generator=g).to(dtype).T,
+        names={"W_Q": "q"},
+        extras={"x.bias": torch.randn(N, generator=g), "x.LayerNorm.weight": torch.randn(N, generator=g)},
+    )
+    ref = layer_spectra(lw.to("cpu", torch.float64))
+    with ThreadPoolExecutor(2) as ex:
+        got = layer_spectra_tasks(lw, ex, device="cpu", dtype=torch.float64)
+    assert got.layer == 2 and got.names == {"W_Q": "q"}
+    for a, b in [*zip(ref.qk, got.qk), *zip(ref.ov, got.ov), (ref.m_in, got.m_in), (ref.m_out, got.m_out)]:
+        assert torch.equal(a.values, b.values)
+        assert (a.rows, a.cols, a.norm_21, a.method) == (b.rows, b.cols, b.norm_21, b.method)
+    assert got.weight_norms == ref.weight_norms

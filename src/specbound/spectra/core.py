@@ -14,8 +14,9 @@ kept for parity checks; its "zero" singular values are floating-point noise.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -149,6 +150,29 @@ def product_column_norms_21(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     return sq.sqrt().sum(dim=-1)
 
 
+#: Row-block size of :func:`gram_lower`; smaller Gram matrices are one product.
+GRAM_BLOCK = 192
+
+
+def gram_lower(M: torch.Tensor) -> torch.Tensor:
+    """The smaller Gram matrix of ``M`` (``M Mᵀ`` if ``M`` is wide, else ``Mᵀ M``), lower triangle.
+
+    Entry ``(i, j)`` is the dot product of rows ``i`` and ``j`` of ``A`` (``A = M`` or ``Mᵀ``),
+    as in the full product; only the block lower triangle is computed (row blocks of
+    :data:`GRAM_BLOCK`, about 5/8 of the multiply-adds of the full product for n = 768), and the
+    strictly upper blocks are zero. ``eigvalsh(G, UPLO="L")`` reads only the lower triangle.
+    """
+    A = M if M.shape[0] <= M.shape[1] else M.mT
+    n = A.shape[0]
+    if n < 2 * GRAM_BLOCK:
+        return A @ A.mT
+    G = A.new_zeros(n, n)
+    for i in range(0, n, GRAM_BLOCK):
+        j = min(i + GRAM_BLOCK, n)
+        torch.matmul(A[i:j], A[:j].mT, out=G[i:j, :j])
+    return G
+
+
 def ff_singular_values(M: torch.Tensor, method: FFMethod = "auto") -> tuple[torch.Tensor, str]:
     """Singular values of a dense matrix ``M`` (descending) and the route taken.
 
@@ -161,8 +185,8 @@ def ff_singular_values(M: torch.Tensor, method: FFMethod = "auto") -> tuple[torc
     """
     if method == "svd":
         return _descending(torch.linalg.svdvals(M)), "svd"
-    G = M @ M.mT if M.shape[0] <= M.shape[1] else M.mT @ M
-    lam = torch.linalg.eigvalsh(G).flip(-1)  # descending
+    G = gram_lower(M)
+    lam = torch.linalg.eigvalsh(G, UPLO="L").flip(-1)  # descending; reads the lower triangle only
     if method == "gram":
         return lam.clamp_min(0).sqrt(), "gram"
     n = G.shape[-1]
@@ -219,3 +243,70 @@ def layer_spectra(
     return LayerSpectra(
         layer=lw.index, qk=qk, ov=ov, m_in=m_in, m_out=m_out, names=lw.names, weight_norms=weight_norms(lw)
     )
+
+
+def _abs_total(t: torch.Tensor) -> float:
+    return float(t.abs().sum(dtype=torch.float64))
+
+
+def _heads_abs(t: torch.Tensor) -> torch.Tensor:
+    return t.abs().sum(dim=(-2, -1), dtype=torch.float64).cpu()
+
+
+def layer_spectra_tasks(
+    lw: LayerWeights,
+    executor: Executor,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    ff_method: FFMethod = "auto",
+) -> LayerSpectra:
+    """:func:`layer_spectra` (factored route) of the layer *as read*, as four tasks on ``executor``.
+
+    The tasks are ``M_in``, ``M_out`` (upcast, Gram route or SVD, ‖·‖_{2,1}, ‖·‖_{1,1}), then
+    QK (``W_Q``, ``W_K``) and OV (``W_V``, ``W_O``); each upcasts its own tensors to ``dtype``
+    on ``device``, so conversions run in parallel too. The numbers are those of
+    :func:`layer_spectra` on ``lw.to(device, dtype)``: the same operations on the same values,
+    only run concurrently (torch releases the GIL in them). Returns when all four are done.
+    """
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=device, dtype=dtype)
+
+    def ff(raw: torch.Tensor) -> tuple[MatrixSpectrum, float]:
+        M = up(raw)
+        s, how = ff_singular_values(M, ff_method)
+        return MatrixSpectrum(s.cpu(), *M.shape, _column_norms_21(M), how), _abs_total(M)
+
+    H = lw.W_Q.shape[0]
+    g = torch.arange(H, device=lw.W_Q.device) // (H // lw.W_K.shape[0])
+
+    def product(a_raw: torch.Tensor, b_raw: torch.Tensor, kind: str) -> tuple[Any, ...]:
+        a, b = up(a_raw), up(b_raw)
+        if kind == "qk":  # QK[h] = W_Q[h] W_K[g(h)]ᵀ
+            A, B, norms = a, b[g.to(b.device)], (_heads_abs(a), _heads_abs(b))
+        else:  # OV[h] = W_V[g(h)] W_O[h] = W_V[g(h)] (W_O[h]ᵀ)ᵀ
+            A, B, norms = a[g.to(a.device)], b.mT, (_heads_abs(a), _heads_abs(b))
+        s = factored_product_spectra(A, B).cpu()
+        n21 = product_column_norms_21(A, B)
+        cols = B.shape[1]
+        specs = [MatrixSpectrum(s[h], A.shape[1], cols, float(n21[h]), "factored") for h in range(H)]
+        return specs, norms
+
+    f_in = executor.submit(ff, lw.M_in)
+    f_out = executor.submit(ff, lw.M_out)
+    f_qk = executor.submit(product, lw.W_Q, lw.W_K, "qk")
+    f_ov = executor.submit(product, lw.W_V, lw.W_O, "ov")
+    (m_in, t_in), (m_out, t_out) = f_in.result(), f_out.result()
+    (qk, (h_q, h_k)), (ov, (h_v, h_o)) = f_qk.result(), f_ov.result()
+    per = {"W_Q": h_q, "W_K": h_k, "W_V": h_v, "W_O": h_o}  # as in weight_norms
+    norms = WeightNorms(
+        heads={k: [float(x) for x in v] for k, v in per.items()},
+        totals={**{k: float(v.sum()) for k, v in per.items()}, "M_in": t_in, "M_out": t_out},
+        vectors={
+            name: (vector_label(name), float(v.detach().abs().sum(dtype=torch.float64)))
+            for name, v in lw.extras.items()
+            if v.ndim == 1
+        },
+        params={k: getattr(lw, k).numel() for k in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out")},
+    )
+    return LayerSpectra(layer=lw.index, qk=qk, ov=ov, m_in=m_in, m_out=m_out, names=lw.names, weight_norms=norms)

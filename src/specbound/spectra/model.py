@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +13,7 @@ import numpy as np
 import torch
 
 from specbound.errors import InputError
-from specbound.spectra.core import FFMethod, LayerSpectra, MatrixSpectrum, layer_spectra
+from specbound.spectra.core import FFMethod, LayerSpectra, MatrixSpectrum, layer_spectra, layer_spectra_tasks
 from specbound.weights.canonical import ModelInfo, TransformerWeights
 
 if TYPE_CHECKING:
@@ -44,6 +46,35 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise InputError(f"device {str(dev)!r} is not supported: use cpu or cuda.")
     return dev
+
+
+#: At most this many concurrent linear-algebra tasks per layer (a layer has four: M_in, M_out, QK, OV).
+MAX_TASKS = 4
+
+
+@contextmanager
+def task_threads(device: torch.device) -> Iterator[Executor | None]:
+    """Worker threads for the per-layer tasks of :func:`~specbound.spectra.core.layer_spectra_tasks`.
+
+    On the CPU with ``n = torch.get_num_threads() ≥ 2``: ``w = min(n, MAX_TASKS)`` worker threads,
+    each torch op running on ``n // w`` threads (``torch.set_num_threads``, restored on exit), so
+    the process uses the ``n`` threads it was given. The independent LAPACK calls of a layer (the
+    two ``eigvalsh`` of the feed-forward Gram matrices, the batched QR/SVDs) are then run side by
+    side instead of each being split over all threads: ``eigvalsh`` of a 768 × 768 matrix is
+    barely faster on 2 threads than on 1, and multi-threaded LAPACK calls slow down badly when
+    another process holds a core. Yields ``None`` (run sequentially) on CUDA or with one thread.
+    """
+    n = torch.get_num_threads()
+    if device.type != "cpu" or n < 2:
+        yield None
+        return
+    w = min(n, MAX_TASKS)
+    torch.set_num_threads(max(1, n // w))
+    try:
+        with ThreadPoolExecutor(w, thread_name_prefix="specbound-linalg") as ex:
+            yield ex
+    finally:
+        torch.set_num_threads(n)
 
 
 @dataclass
@@ -136,10 +167,15 @@ def compute_spectra(
         is_approx = any(isinstance(m, ApproxSpectrum) for ls in out for m in (ls.m_in, ls.m_out))
         stats = None if store is None else {"dir": str(store.root), **store.stats.to_dict()}
         return ModelSpectra(weights.info, out, dense=dense, approx=is_approx, cache_stats=stats)
-    for i in range(L):
-        lw = weights.layer(i).to(dev, wdtype)
-        out.append(layer_spectra(lw, dense=dense, ff_method=ff_method))
-        del lw
-        if progress is not None:
-            progress(i + 1, L)
+    with task_threads(dev) as pool:
+        for i in range(L):
+            if pool is not None and not dense:  # the layer as read: each task upcasts its own tensors
+                lw = weights.layer(i)
+                out.append(layer_spectra_tasks(lw, pool, device=dev, dtype=wdtype, ff_method=ff_method))
+            else:
+                lw = weights.layer(i).to(dev, wdtype)
+                out.append(layer_spectra(lw, dense=dense, ff_method=ff_method))
+            del lw
+            if progress is not None:
+                progress(i + 1, L)
     return ModelSpectra(weights.info, out, dense=dense)
