@@ -641,6 +641,11 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, jobs: int = 1, ray_address: 
     from specbound.parallel import map_tasks
 
     cfg.validate()
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise InputError("experiment correlation trains Hugging Face BERT models and needs transformers: "
+                         "pip install 'specbound[hf]'.") from None
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InputError(f"--jobs must be a positive integer, got {jobs!r}.")
     out = Path(out)
