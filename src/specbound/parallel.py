@@ -125,60 +125,30 @@ def analyze_many(
     write_kwargs = {"plots": plots}
     results: list[dict[str, Any] | None] = [None] * len(sources)
     total = len(sources)
+    from specbound.report import write_report
 
     def tick() -> None:
         if progress is not None:
             progress(sum(r is not None for r in results), total)
 
-    if ray_address is not None:
-        ray = _ray_module()
-        from specbound.report import write_report
-
-        import logging
-
-        ray.init(address=None if ray_address == RAY_LOCAL else ray_address, ignore_reinit_error=True,
-                 include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        task = ray.remote(analyze_one)
-        refs = {
-            task.remote(src, sub, None, analyze_kwargs, write_kwargs, None, True): i
-            for i, (src, sub) in enumerate(zip(sources, subdirs))
-        }
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                i = refs[ref]
-                try:
-                    res = ray.get(ref)
-                except Exception as e:  # the task or its node died
-                    res = {"error": f"Ray task failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"}
-                if "report" in res:
-                    try:
-                        write_report(res.pop("report"), out / subdirs[i], **write_kwargs)
-                    except SpecboundError as e:
-                        res = {"error": str(e)}
-                results[i] = res
-                tick()
-    elif jobs == 1 or total == 1:
-        for i, (src, sub) in enumerate(zip(sources, subdirs)):
-            results[i] = analyze_one(src, sub, str(out), analyze_kwargs, write_kwargs)
-            tick()
+    on_ray = ray_address is not None
+    if on_ray:  # workers may run elsewhere: they return the report and this process writes it
+        args = [(src, sub, None, analyze_kwargs, write_kwargs, None, True) for src, sub in zip(sources, subdirs)]
     else:
-        workers = min(jobs, total)
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = {
-                pool.submit(analyze_one, src, sub, str(out), analyze_kwargs, write_kwargs, threads): i
-                for i, (src, sub) in enumerate(zip(sources, subdirs))
-            }
-            for fut in as_completed(futs):
-                i = futs[fut]
-                try:
-                    results[i] = fut.result()
-                except Exception as e:  # the worker process died (e.g. out of memory)
-                    results[i] = {"error": f"worker process failed ({type(e).__name__}: {e})"}
-                tick()
+        threads = None if jobs == 1 or total == 1 else max(1, (os.cpu_count() or 1) // min(jobs, total))
+        args = [(src, sub, str(out), analyze_kwargs, write_kwargs, threads) for src, sub in zip(sources, subdirs)]
+    for i, res, exc in map_tasks(analyze_one, args, jobs=jobs, ray_address=ray_address):
+        if exc is not None:  # analyze_one catches errors itself: the task, its worker or its node died
+            where = "Ray task" if on_ray else "worker process"
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            res = {"error": f"{where} failed ({type(exc).__name__}: {detail})"}
+        if "report" in res:
+            try:
+                write_report(res.pop("report"), out / subdirs[i], **write_kwargs)
+            except SpecboundError as e:
+                res = {"error": str(e)}
+        results[i] = res
+        tick()
     rows = [r["row"] for r in results if r is not None and "row" in r]
     failed = [(str(s), r["error"]) for s, r in zip(sources, results) if r is not None and "error" in r]
     bound_cols = sorted({k for r in rows for k in r if k.startswith("log10_")})
