@@ -27,11 +27,13 @@ __all__ = [
     "ProgressCallback",
     "SlopeFit",
     "config_hash",
+    "load_keyed",
     "run_rng",
     "slope_with_ci",
     "t_quantile",
     "torch_threads",
     "versions",
+    "save_keyed",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -126,6 +128,35 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_keyed(path: str | Path, key: Any, payload: dict[str, Any]) -> None:
+    """``torch.save`` ``payload`` with the hash of ``key`` (and ``key`` as JSON), atomically:
+    a run cache entry that :func:`load_keyed` returns only for the same ``key``."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"key_hash": config_hash(key), "key": json.dumps(key, sort_keys=True, default=str), **payload}, tmp)
+    os.replace(tmp, path)
+
+
+def load_keyed(path: str | Path, key: Any) -> dict[str, Any] | None:
+    """The entry :func:`save_keyed` wrote at ``path`` for ``key``; ``None`` if there is none,
+    it cannot be read (e.g. a crash while writing) or it was written for another key."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(blob, dict) or blob.get("key_hash") != config_hash(key):
+        return None
+    return blob
 
 
 # --------------------------------------------------------------------------- progress

@@ -74,8 +74,9 @@ from specbound.errors import InputError
 from specbound.experiments.common import (
     ProgressCallback,
     ProgressEvent,
-    config_hash,
+    load_keyed,
     run_rng,
+    save_keyed,
     torch_threads,
     versions,
     write_json_atomic,
@@ -432,14 +433,9 @@ def _train(model: Any, cfg: SweepConfig, hp: Mapping[str, Any], data: TaskData) 
     n, steps = hp["n_train"], hp["steps"]
     x_all = torch.from_numpy(data.train_x[:n])
     y_all = torch.from_numpy(data.train_y[:n]) if cfg.task == "sparse-majority" else None
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=hp["lr"], betas=(0.9, 0.98), eps=1e-6)
-    warm = max(1, int(s["warmup_frac"] * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: (t + 1) / warm if t < warm else max(0.0, (steps - t) / max(1, steps - warm)))
+    from specbound.experiments.training import adamw_warmup_linear, optimizer_step
+
+    opt, sched = adamw_warmup_linear(model, hp["lr"], hp["weight_decay"], steps, s["warmup_frac"])
     gen = torch.Generator().manual_seed(int(run_rng(cfg.seed, 6).integers(2**62)))
     losses = []
     model.train()
@@ -450,15 +446,7 @@ def _train(model: Any, cfg: SweepConfig, hp: Mapping[str, Any], data: TaskData) 
         else:
             x, y = _masked_batch(x_all[idx], data.vocab_size, s["mask_prob"], gen)
             out = model(input_ids=x, labels=y)
-        loss = out.loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training diverged (loss {float(loss)}) at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(optimizer_step(out.loss, model, opt, sched, f"at step {step}"))
     model.eval()
     return losses
 
@@ -572,31 +560,12 @@ def _cache_path(out: Path, spec: ModelSpec) -> Path:
 
 
 def _load_cached(out: Path, cfg: SweepConfig, spec: ModelSpec) -> dict[str, Any] | None:
-    import torch
-
-    path = _cache_path(out, spec)
-    if not path.is_file():
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None  # unreadable (e.g. a crash while writing): train again
-    if not isinstance(blob, dict) or blob.get("key_hash") != config_hash(model_key(cfg, spec)):
-        return None
-    return blob.get("state")
+    blob = load_keyed(_cache_path(out, spec), model_key(cfg, spec))
+    return None if blob is None else blob.get("state")
 
 
 def _save_cached(out: Path, cfg: SweepConfig, spec: ModelSpec, state: dict[str, Any]) -> None:
-    import os
-
-    import torch
-
-    path = _cache_path(out, spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"key_hash": config_hash(model_key(cfg, spec)),
-                "key": json.dumps(model_key(cfg, spec), sort_keys=True), "state": state}, tmp)
-    os.replace(tmp, path)
+    save_keyed(_cache_path(out, spec), model_key(cfg, spec), {"state": state})
 
 
 #: The gaps every measure is scored against (``target`` column of ``scores.csv``).

@@ -197,6 +197,8 @@ def train_one(
     """
     from transformers import BertForMaskedLM
 
+    from specbound.experiments.training import adamw_warmup_linear, optimizer_step
+
     out_dir = Path(out_dir)
     meta_path = out_dir / TRAINING_META
     key = recipe.key(seed)
@@ -214,22 +216,7 @@ def train_one(
     point_seed = seed * 1_000_003 + 1009 * L + N  # same recipe, own init per grid point
     torch.manual_seed(point_seed)
     model = BertForMaskedLM(bert_config(L, N, V, recipe)).to(device)
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr,
-        betas=(0.9, 0.98),
-        eps=1e-6,
-    )
-    warm = max(1, int(recipe.warmup_frac * recipe.steps))
-
-    def lr_factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (recipe.steps - step) / max(1, recipe.steps - warm))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    opt, sched = adamw_warmup_linear(model, recipe.lr, recipe.weight_decay, recipe.steps, recipe.warmup_frac)
     g = torch.Generator().manual_seed(point_seed)
     train = torch.from_numpy(corpora.train)
     losses: list[float] = []
@@ -239,15 +226,7 @@ def train_one(
         x, y = mask_tokens(train[idx], V, recipe.mask_prob, g)
         x, y = x.to(device), y.to(device)
         out = model(input_ids=x, attention_mask=(x != PAD).long(), labels=y)
-        loss = out.loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training diverged at step {step} for L={L}, N={N}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(optimizer_step(out.loss, model, opt, sched, f"at step {step} for L={L}, N={N}"))
         if progress is not None:
             progress(step + 1, recipe.steps)
     ev = evaluate_masked(model, corpora, recipe, seed, device)

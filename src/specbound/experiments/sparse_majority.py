@@ -60,8 +60,9 @@ import torch
 from specbound.experiments.common import (
     ProgressCallback,
     ProgressEvent,
-    config_hash,
+    load_keyed,
     run_rng,
+    save_keyed,
     slope_with_ci,
     torch_threads,
     versions,
@@ -674,26 +675,12 @@ def _cache_path(out: Path, spec: RunSpec) -> Path:
 
 
 def _load_cached(out: Path, cfg: SparseMajorityConfig, spec: RunSpec) -> dict[str, Any] | None:
-    path = _cache_path(out, spec)
-    if not path.exists():
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None  # unreadable (e.g. interrupted write): retrain
-    if blob.get("key_hash") != config_hash(cfg.run_key(spec.T, spec.seed_index)):
-        return None
-    return blob
+    return load_keyed(_cache_path(out, spec), cfg.run_key(spec.T, spec.seed_index))
 
 
 def _save_cached(out: Path, cfg: SparseMajorityConfig, res: RunResult, row: dict[str, Any]) -> None:
-    path = _cache_path(out, res.spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save({"key_hash": config_hash(cfg.run_key(res.spec.T, res.spec.seed_index)),
-                "key": json.dumps(cfg.run_key(res.spec.T, res.spec.seed_index), sort_keys=True),
-                "params": res.params, "row": json.dumps(row)}, tmp)
-    tmp.replace(path)
+    save_keyed(_cache_path(out, res.spec), cfg.run_key(res.spec.T, res.spec.seed_index),
+               {"params": res.params, "row": json.dumps(row)})
 
 
 def _train_row(cfg: SparseMajorityConfig, res: RunResult, data: SparseMajorityData) -> dict[str, Any]:
