@@ -5,7 +5,7 @@
   cache (``HF_HUB_CACHE`` / ``HF_HOME`` read at call time) or downloaded when online.
 * :func:`read_grid` — a CSV or JSON file listing ``source, L, N[, name]``.
 * :func:`fit_line`, :func:`fit_exponents` — growth exponents with 95 % t intervals (the t
-  quantile is computed here, :func:`t_quantile`; no scipy).
+  quantile comes from :func:`specbound.experiments.common.t_quantile`; no scipy).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from specbound.errors import InputError
+from specbound.experiments.common import t_cdf, t_quantile  # noqa: F401 (t_cdf re-exported)
 
 MINIATURE_LS: tuple[int, ...] = (2, 4, 6, 8, 10, 12)
 MINIATURE_NS: tuple[int, ...] = (128, 256, 512, 768)
@@ -250,73 +251,6 @@ def read_grid(path: str | os.PathLike) -> list[GridEntry]:
 
 
 # -- fits ---------------------------------------------------------------------------------------
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(lbeta) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(lbeta) * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """CDF of Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(q: float, df: float) -> float:
-    """Quantile of Student's t (``0 < q < 1``, ``df > 0``), by bisection on :func:`t_cdf`."""
-    if not 0.0 < q < 1.0 or df <= 0:
-        raise ValueError(f"t_quantile needs 0 < q < 1 and df > 0, got q={q}, df={df}")
-    if q < 0.5:
-        return -t_quantile(1.0 - q, df)
-    if q == 0.5:
-        return 0.0
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < q:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
-
-
 @dataclass
 class LineFit:
     """Least-squares line y = intercept + slope·x with a 95 % t interval for the slope."""
