@@ -157,13 +157,14 @@ def compute_spectra(
 
         store = cache if isinstance(cache, SpectraCache) or cache is None else SpectraCache(cache)
         opts = approx if isinstance(approx, ApproxOptions) else (ApproxOptions() if approx else None)
-        for i in range(L):
-            lw = weights.layer(i)  # as read: hashed, then only the blocks to compute are upcast
-            out.append(layer_spectra_blocks(lw, device=dev, dtype=wdtype, dense=dense, ff_method=ff_method,
-                                            approx=opts, cache=store))
-            del lw
-            if progress is not None:
-                progress(i + 1, L)
+        with task_threads(dev) as pool:
+            for i in range(L):
+                lw = weights.layer(i)  # as read: hashed, then only the blocks to compute are upcast
+                out.append(layer_spectra_blocks(lw, device=dev, dtype=wdtype, dense=dense, ff_method=ff_method,
+                                                approx=opts, cache=store, executor=pool))
+                del lw
+                if progress is not None:
+                    progress(i + 1, L)
         is_approx = any(isinstance(m, ApproxSpectrum) for ls in out for m in (ls.m_in, ls.m_out))
         stats = None if store is None else {"dir": str(store.root), **store.stats.to_dict()}
         return ModelSpectra(weights.info, out, dense=dense, approx=is_approx, cache_stats=stats)
