@@ -157,8 +157,11 @@ def test_layer_spectra_tasks_equals_layer_spectra(H, Hkv, dtype):
         extras={"x.bias": torch.randn(N, generator=g), "x.LayerNorm.weight": torch.randn(N, generator=g)},
     )
     ref = layer_spectra(lw.to("cpu", torch.float64))
+    before = {k: getattr(lw, k).clone() for k in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out")}
     with ThreadPoolExecutor(2) as ex:
         got = layer_spectra_tasks(lw, ex, device="cpu", dtype=torch.float64)
+    for k, t in before.items():  # the caller's tensors are never modified (abs in place on copies only)
+        assert torch.equal(getattr(lw, k), t), k
     assert got.layer == 2 and got.names == {"W_Q": "q"}
     for a, b in [*zip(ref.qk, got.qk), *zip(ref.ov, got.ov), (ref.m_in, got.m_in), (ref.m_out, got.m_out)]:
         assert torch.equal(a.values, b.values)

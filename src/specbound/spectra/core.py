@@ -245,12 +245,18 @@ def layer_spectra(
     )
 
 
-def _abs_total(t: torch.Tensor) -> float:
-    return float(t.abs().sum(dtype=torch.float64))
+def _abs_last(t: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """``|t|`` for the last use of ``t``: in place when ``t`` is this task's own upcast copy (saves
+    an allocation the size of the weight), a new tensor when ``t`` is the caller's ``raw`` itself."""
+    return t.abs() if t is raw else t.abs_()
 
 
-def _heads_abs(t: torch.Tensor) -> torch.Tensor:
-    return t.abs().sum(dim=(-2, -1), dtype=torch.float64).cpu()
+def _abs_total(t: torch.Tensor, raw: torch.Tensor) -> float:
+    return float(_abs_last(t, raw).sum(dtype=torch.float64))
+
+
+def _heads_abs(t: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    return _abs_last(t, raw).sum(dim=(-2, -1), dtype=torch.float64).cpu()
 
 
 def layer_spectra_tasks(
@@ -275,7 +281,8 @@ def layer_spectra_tasks(
     def ff(raw: torch.Tensor) -> tuple[MatrixSpectrum, float]:
         M = up(raw)
         s, how = ff_singular_values(M, ff_method)
-        return MatrixSpectrum(s.cpu(), *M.shape, _column_norms_21(M), how), _abs_total(M)
+        spec = MatrixSpectrum(s.cpu(), *M.shape, _column_norms_21(M), how)
+        return spec, _abs_total(M, raw)  # last use of M (abs in place)
 
     H = lw.W_Q.shape[0]
     g = torch.arange(H, device=lw.W_Q.device) // (H // lw.W_K.shape[0])
@@ -283,14 +290,15 @@ def layer_spectra_tasks(
     def product(a_raw: torch.Tensor, b_raw: torch.Tensor, kind: str) -> tuple[Any, ...]:
         a, b = up(a_raw), up(b_raw)
         if kind == "qk":  # QK[h] = W_Q[h] W_K[g(h)]ᵀ
-            A, B, norms = a, b[g.to(b.device)], (_heads_abs(a), _heads_abs(b))
+            A, B = a, b[g.to(b.device)]
         else:  # OV[h] = W_V[g(h)] W_O[h] = W_V[g(h)] (W_O[h]ᵀ)ᵀ
-            A, B, norms = a[g.to(a.device)], b.mT, (_heads_abs(a), _heads_abs(b))
+            A, B = a[g.to(a.device)], b.mT
         s = factored_product_spectra(A, B).cpu()
         n21 = product_column_norms_21(A, B)
-        cols = B.shape[1]
-        specs = [MatrixSpectrum(s[h], A.shape[1], cols, float(n21[h]), "factored") for h in range(H)]
-        return specs, norms
+        rows, cols = A.shape[1], B.shape[1]
+        specs = [MatrixSpectrum(s[h], rows, cols, float(n21[h]), "factored") for h in range(H)]
+        del A, B
+        return specs, (_heads_abs(a, a_raw), _heads_abs(b, b_raw))  # last use of a, b (abs in place)
 
     f_in = executor.submit(ff, lw.M_in)
     f_out = executor.submit(ff, lw.M_out)
