@@ -102,10 +102,15 @@ def _print_ranking(con, scores, top: int) -> None:  # type: ignore[no-untyped-de
     def f(v) -> str:  # type: ignore[no-untyped-def]
         return "n/a" if v is None or v != v else f"{v:+.3f}"
 
+    from rich import box
+
     sub = scores[scores["target"] == "gap"].head(top)
-    t = Table(title="measures ranked by granulated Kendall τ with the accuracy gap")
-    for c in ("rank", "measure", "τ", "granulated τ", "sign error", "pairs", "models"):
-        t.add_column(c, justify="left" if c == "measure" else "right", no_wrap=c == "measure")
+    t = Table(title="measures ranked by granulated Kendall τ with the accuracy gap", box=box.SIMPLE_HEAD,
+              pad_edge=False, collapse_padding=True,
+              caption="τ: Kendall τ-b over all models; gran. τ: mean over axes of τ within one-axis groups; "
+                      "sign err: over coupled pairs; n: models")
+    for c in ("#", "measure", "τ", "gran. τ", "sign err", "pairs", "n"):
+        t.add_column(c, justify="left" if c == "measure" else "right", no_wrap=True)
     for r in sub.to_dict("records"):
         err_rate = r["sign_error_rate"]
         t.add_row(str(r["rank"]), r["measure"], f(r["kendall_tau"]), f(r["granulated_tau_mean"]),

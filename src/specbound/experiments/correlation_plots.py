@@ -47,7 +47,7 @@ def scatter_measure(models: Any, column: str, score: dict[str, Any] | None, path
         def fmt(v: Any) -> str:
             return "n/a" if v is None or v != v else f"{v:+.2f}"
 
-        ax.set_title(f"{name}: τ = {fmt(score.get('kendall_tau'))}, granulated τ = "
+        ax.set_title(f"{name}\nτ = {fmt(score.get('kendall_tau'))}, granulated τ = "
                      f"{fmt(score.get('granulated_tau_mean'))}, sign error = {fmt(score.get('sign_error_rate'))}",
                      fontsize=8)
     fig.tight_layout()
