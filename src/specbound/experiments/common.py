@@ -78,7 +78,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python, platform, torch, numpy, pandas and specbound."""
+    """Versions of Python, platform, torch, numpy, pandas, specbound, and transformers and
+    Ray when installed."""
     out: dict[str, str] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -96,12 +97,17 @@ def versions() -> dict[str, str]:
         out["pandas"] = pandas.__version__
     except ImportError:  # pragma: no cover
         out["pandas"] = "missing"
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         out["specbound"] = version("specbound")
-    except Exception:  # pragma: no cover - not installed
+    except PackageNotFoundError:  # pragma: no cover - not installed
         out["specbound"] = "unknown"
+    for optional in ("transformers", "ray"):  # the trainers of E2/E3 and the cluster runner
+        try:
+            out[optional] = version(optional)
+        except PackageNotFoundError:
+            pass
     return out
 
 
