@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from specbound.experiments.correlation_scores import (
     coupled_pairs,
     granulated_tau,
+    granulated_tau_se,
     kendall_tau,
     score_measure,
     sign_error_rate,
@@ -134,7 +135,18 @@ def test_score_measure_row():
     assert row["kendall_tau"] == pytest.approx(kendall_tau(MEAS, GAP))
     assert row["granulated_tau_a"] == pytest.approx(1.0)
     assert set(row) == {"measure", "kendall_tau", "granulated_tau_a", "granulated_tau_b",
-                        "granulated_tau_mean", "sign_error_rate", "n_coupled_pairs", "n_models"}
+                        "granulated_tau_mean", "granulated_tau_mean_se", "sign_error_rate",
+                        "sign_error_rate_se", "n_coupled_pairs", "n_models"}
+    assert row["sign_error_rate_se"] == pytest.approx(math.sqrt((1 / 7) * (6 / 7) / 7))
+    # group taus: axis a -> [1, 1] (one group left out), axis b -> [1/3, 2/sqrt(6)]
+    tb = [1 / 3, 2 / math.sqrt(6)]
+    se_b2 = np.var(tb, ddof=1) / 2
+    assert row["granulated_tau_mean_se"] == pytest.approx(math.sqrt(0.0 + se_b2) / 2)
+
+
+def test_granulated_se_needs_two_groups_per_axis():
+    hp = [{"a": a} for a in (0, 1)]
+    assert granulated_tau_se([1.0, 2.0], [0.1, 0.2], hp, ["a"]) is None
 
 
 def test_perfect_measure_scores_perfectly():

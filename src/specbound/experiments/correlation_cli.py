@@ -107,14 +107,17 @@ def _print_ranking(con, scores, top: int) -> None:  # type: ignore[no-untyped-de
     sub = scores[scores["target"] == "gap"].head(top)
     t = Table(title="measures ranked by granulated Kendall τ with the accuracy gap", box=box.SIMPLE_HEAD,
               pad_edge=False, collapse_padding=True,
-              caption="τ: Kendall τ-b over all models; gran. τ: mean over axes of τ within one-axis groups; "
-                      "sign err: over coupled pairs; n: models")
-    for c in ("#", "measure", "τ", "gran. τ", "sign err", "pairs", "n"):
+              caption="τ: Kendall τ-b over all models; gran. τ: mean over axes of τ within one-axis groups "
+                      "(± approximate standard error); sign err: over coupled pairs; n: models")
+    for c in ("#", "measure", "τ", "gran. τ", "± se", "sign err", "pairs", "n"):
         t.add_column(c, justify="left" if c == "measure" else "right", no_wrap=True)
+
+    def plain(v) -> str:  # type: ignore[no-untyped-def]
+        return "n/a" if v is None or v != v else f"{v:.3f}"
+
     for r in sub.to_dict("records"):
-        err_rate = r["sign_error_rate"]
         t.add_row(str(r["rank"]), r["measure"], f(r["kendall_tau"]), f(r["granulated_tau_mean"]),
-                  "n/a" if err_rate is None or err_rate != err_rate else f"{err_rate:.3f}",
+                  plain(r["granulated_tau_mean_se"]), plain(r["sign_error_rate"]),
                   str(r["n_coupled_pairs"]), str(r["n_models"]))
     con.print(t)
 

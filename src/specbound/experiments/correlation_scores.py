@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["kendall_tau", "granulated_tau", "sign_error_rate", "coupled_pairs", "MeasureScore", "score_measure"]
+__all__ = ["kendall_tau", "granulated_tau", "granulated_tau_se", "sign_error_rate", "coupled_pairs", "MeasureScore", "score_measure"]
 
 
 def _finite_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -76,16 +76,11 @@ def _groups(hparams: Sequence[Mapping[str, Any]], axis: str, axes: Sequence[str]
     return groups
 
 
-def granulated_tau(measure: Sequence[float], gap: Sequence[float], hparams: Sequence[Mapping[str, Any]],
-                   axes: Sequence[str]) -> tuple[dict[str, float | None], float | None]:
-    """``({axis: ψ_axis or None}, Ψ or None)``: Jiang et al.'s granulated Kendall τ.
-
-    ``hparams[k]`` holds model ``k``'s value of every axis in ``axes``."""
-    if not (len(measure) == len(gap) == len(hparams)):
-        raise ValueError("granulated_tau: measure, gap and hparams must have one entry per model")
-    m = np.asarray([math.nan if v is None else v for v in measure], dtype=float)
-    g = np.asarray([math.nan if v is None else v for v in gap], dtype=float)
-    psi: dict[str, float | None] = {}
+def _axis_taus(m: np.ndarray, g: np.ndarray, hparams: Sequence[Mapping[str, Any]],
+               axes: Sequence[str]) -> dict[str, list[float]]:
+    """Per axis, the τ of every group of models that differ only along it (see the module
+    docstring for the groups that are left out or count as 0)."""
+    out: dict[str, list[float]] = {}
     for axis in axes:
         taus = []
         for members in _groups(hparams, axis, axes).values():
@@ -98,9 +93,38 @@ def granulated_tau(measure: Sequence[float], gap: Sequence[float], hparams: Sequ
                 continue  # the gap does not vary: the group says nothing about any measure
             t = kendall_tau(mm, gg)
             taus.append(0.0 if t is None else t)  # a constant measure predicts nothing: τ = 0
-        psi[axis] = float(np.mean(taus)) if taus else None
+        out[axis] = taus
+    return out
+
+
+def _as_array(v: Sequence[float]) -> np.ndarray:
+    return np.asarray([math.nan if x is None else x for x in v], dtype=float)
+
+
+def granulated_tau(measure: Sequence[float], gap: Sequence[float], hparams: Sequence[Mapping[str, Any]],
+                   axes: Sequence[str]) -> tuple[dict[str, float | None], float | None]:
+    """``({axis: ψ_axis or None}, Ψ or None)``: Jiang et al.'s granulated Kendall τ.
+
+    ``hparams[k]`` holds model ``k``'s value of every axis in ``axes``."""
+    if not (len(measure) == len(gap) == len(hparams)):
+        raise ValueError("granulated_tau: measure, gap and hparams must have one entry per model")
+    per_axis = _axis_taus(_as_array(measure), _as_array(gap), hparams, axes)
+    psi = {a: (float(np.mean(t)) if t else None) for a, t in per_axis.items()}
     valid = [v for v in psi.values() if v is not None]
     return psi, (float(np.mean(valid)) if valid else None)
+
+
+def granulated_tau_se(measure: Sequence[float], gap: Sequence[float], hparams: Sequence[Mapping[str, Any]],
+                      axes: Sequence[str]) -> float | None:
+    """An approximate standard error of Ψ: the groups of an axis are treated as independent
+    draws (ψ_i's error is the standard deviation of its group τs over sqrt(#groups)) and the
+    axes as independent (Ψ's error is sqrt(Σ se_i²) / #axes). ``None`` when an axis used by Ψ
+    has a single group."""
+    per_axis = [t for t in _axis_taus(_as_array(measure), _as_array(gap), hparams, axes).values() if t]
+    if not per_axis or any(len(t) < 2 for t in per_axis):
+        return None
+    var = sum(float(np.var(t, ddof=1)) / len(t) for t in per_axis)
+    return math.sqrt(var) / len(per_axis)
 
 
 def coupled_pairs(hparams: Sequence[Mapping[str, Any]], axes: Sequence[str]) -> list[tuple[int, int, str]]:
@@ -117,8 +141,7 @@ def coupled_pairs(hparams: Sequence[Mapping[str, Any]], axes: Sequence[str]) -> 
 def sign_error_rate(measure: Sequence[float], gap: Sequence[float], hparams: Sequence[Mapping[str, Any]],
                     axes: Sequence[str]) -> tuple[float | None, int]:
     """``(error rate or None, number of pairs scored)`` over the coupled pairs (module docstring)."""
-    m = np.asarray([math.nan if v is None else v for v in measure], dtype=float)
-    g = np.asarray([math.nan if v is None else v for v in gap], dtype=float)
+    m, g = _as_array(measure), _as_array(gap)
     errors, count = 0.0, 0
     for k, l, _ in coupled_pairs(hparams, axes):
         if not (np.isfinite(m[k]) and np.isfinite(m[l]) and np.isfinite(g[k]) and np.isfinite(g[l])):
@@ -134,7 +157,8 @@ def sign_error_rate(measure: Sequence[float], gap: Sequence[float], hparams: Seq
 
 @dataclass(frozen=True)
 class MeasureScore:
-    """One row of ``scores.csv``."""
+    """One row of ``scores.csv``. ``granulated_se`` (:func:`granulated_tau_se`) and
+    ``sign_error_se`` (binomial, ``sqrt(e(1−e)/pairs)``) are approximate standard errors."""
 
     measure: str
     kendall_tau: float | None
@@ -143,12 +167,15 @@ class MeasureScore:
     sign_error: float | None
     n_pairs: int
     n_models: int
+    granulated_se: float | None = None
+    sign_error_se: float | None = None
 
     def to_row(self, axes: Sequence[str]) -> dict[str, Any]:
         row: dict[str, Any] = {"measure": self.measure, "kendall_tau": self.kendall_tau}
         for a in axes:
             row[f"granulated_tau_{a}"] = self.granulated.get(a)
-        row.update(granulated_tau_mean=self.granulated_mean, sign_error_rate=self.sign_error,
+        row.update(granulated_tau_mean=self.granulated_mean, granulated_tau_mean_se=self.granulated_se,
+                   sign_error_rate=self.sign_error, sign_error_rate_se=self.sign_error_se,
                    n_coupled_pairs=self.n_pairs, n_models=self.n_models)
         return row
 
@@ -156,9 +183,10 @@ class MeasureScore:
 def score_measure(name: str, measure: Sequence[float], gap: Sequence[float],
                   hparams: Sequence[Mapping[str, Any]], axes: Sequence[str]) -> MeasureScore:
     """All three scores of one measure."""
-    m = np.asarray([math.nan if v is None else v for v in measure], dtype=float)
-    g = np.asarray([math.nan if v is None else v for v in gap], dtype=float)
+    m, g = _as_array(measure), _as_array(gap)
     psi, psi_mean = granulated_tau(m, g, hparams, axes)
     err, n_pairs = sign_error_rate(m, g, hparams, axes)
+    err_se = math.sqrt(err * (1 - err) / n_pairs) if err is not None else None
     return MeasureScore(name, kendall_tau(m, g), psi, psi_mean, err, n_pairs,
-                        int(np.sum(np.isfinite(m) & np.isfinite(g))))
+                        int(np.sum(np.isfinite(m) & np.isfinite(g))),
+                        granulated_tau_se(m, g, hparams, axes), err_se)
