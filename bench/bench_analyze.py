@@ -108,6 +108,17 @@ def ww_worker(ckpt: Path) -> None:
     assert len(details) > 0
 
 
+def _layer_mats(sd: dict, i: int, N: int, H: int, dh: int) -> tuple:
+    """Layer ``i`` of a BERT state dict as (W_Q, W_K, W_V [H, N, d_h], W_O^T [H, N, d_h], M_in, M_out)."""
+    p = f"encoder.layer.{i}."
+    q, k, v, o = (sd[p + n + ".weight"] for n in
+                  ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"))
+    heads = lambda w: w.T.reshape(N, H, dh).permute(1, 0, 2).contiguous()  # noqa: E731
+    WoT = o.reshape(N, H, dh).permute(1, 0, 2).contiguous()
+    return (heads(q), heads(k), heads(v), WoT, sd[p + "intermediate.dense.weight"].T.contiguous(),
+            sd[p + "output.dense.weight"].T.contiguous())
+
+
 def floor_worker(ckpt: Path, out_json: Path) -> None:
     """Bare kernels of the factored analysis on resident float64 weights (load not timed)."""
     import torch
@@ -119,13 +130,7 @@ def floor_worker(ckpt: Path, out_json: Path) -> None:
     sd = {k: v.double() for k, v in load_file(str(ckpt / "model.safetensors")).items()}
     total = 0.0
     for i in range(L):
-        p = f"encoder.layer.{i}."
-        q, k, v, o = (sd[p + n + ".weight"] for n in
-                      ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"))
-        heads = lambda w: w.T.reshape(N, H, dh).permute(1, 0, 2).contiguous()  # noqa: E731
-        Wq, Wk, Wv, WoT = heads(q), heads(k), heads(v), o.reshape(N, H, dh).permute(1, 0, 2).contiguous()
-        m_in = sd[p + "intermediate.dense.weight"].T.contiguous()
-        m_out = sd[p + "output.dense.weight"].T.contiguous()
+        Wq, Wk, Wv, WoT, m_in, m_out = _layer_mats(sd, i, N, H, dh)
         t = time.perf_counter()
         Rq, Rk, Rv, Ro = (torch.linalg.qr(X, mode="r").R for X in (Wq, Wk, Wv, WoT))
         torch.linalg.svdvals(Rq @ Rk.mT)
@@ -162,13 +167,7 @@ def _floor_tasks(sd: dict, L: int, N: int, H: int, dh: int) -> float:
     total = 0.0
     with ThreadPoolExecutor(min(n, 4)) as ex:
         for i in range(L):
-            p = f"encoder.layer.{i}."
-            q, k, v, o = (sd[p + n_ + ".weight"] for n_ in
-                          ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"))
-            heads = lambda w: w.T.reshape(N, H, dh).permute(1, 0, 2).contiguous()  # noqa: E731
-            Wq, Wk, Wv, WoT = heads(q), heads(k), heads(v), o.reshape(N, H, dh).permute(1, 0, 2).contiguous()
-            m_in = sd[p + "intermediate.dense.weight"].T.contiguous()
-            m_out = sd[p + "output.dense.weight"].T.contiguous()
+            Wq, Wk, Wv, WoT, m_in, m_out = _layer_mats(sd, i, N, H, dh)
             t = time.perf_counter()
             futs = [ex.submit(ff, m_in), ex.submit(ff, m_out), ex.submit(pair, Wq, Wk), ex.submit(pair, Wv, WoT)]
             for f in futs:
