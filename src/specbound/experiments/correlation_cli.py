@@ -108,8 +108,8 @@ def _print_ranking(con, scores, top: int) -> None:  # type: ignore[no-untyped-de
     t = Table(title="measures ranked by granulated Kendall τ with the accuracy gap", box=box.SIMPLE_HEAD,
               pad_edge=False, collapse_padding=True,
               caption="τ: Kendall τ-b over all models; gran. τ: mean over axes of τ within one-axis groups "
-                      "(± approximate standard error); sign err: over coupled pairs; n: models")
-    for c in ("#", "measure", "τ", "gran. τ", "± se", "sign err", "pairs", "n"):
+                      "(± approximate standard error); sign err: over coupled pairs; n: models. All in scores.csv")
+    for c in ("#", "measure", "τ", "gran. τ", "± se", "sign err", "n"):
         t.add_column(c, justify="left" if c == "measure" else "right", no_wrap=True)
 
     def plain(v) -> str:  # type: ignore[no-untyped-def]
@@ -117,8 +117,7 @@ def _print_ranking(con, scores, top: int) -> None:  # type: ignore[no-untyped-de
 
     for r in sub.to_dict("records"):
         t.add_row(str(r["rank"]), r["measure"], f(r["kendall_tau"]), f(r["granulated_tau_mean"]),
-                  plain(r["granulated_tau_mean_se"]), plain(r["sign_error_rate"]),
-                  str(r["n_coupled_pairs"]), str(r["n_models"]))
+                  plain(r["granulated_tau_mean_se"]), plain(r["sign_error_rate"]), str(r["n_models"]))
     con.print(t)
 
 
