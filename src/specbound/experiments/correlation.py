@@ -669,7 +669,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, jobs: int = 1, ray_address: 
         "config": cfg_dict,
         "seed": cfg.seed,
         "versions": versions(),
-        "execution": {"jobs": jobs, "ray_address": ray_address},
+        "execution": {"jobs": None, "ray_address": ray_address} if ray_address else {"jobs": jobs, "ray_address": None},
         "wall_time_seconds": wall,
         "models_total": total,
         "models_reused_from_cache": n_cached,
