@@ -61,6 +61,7 @@ def test_load_grid_yaml_and_json(tmp_path):
     ('{"axes": {"lr": [0.1]}, "settings": {"support": 4}}', "support must be odd"),
     ('{"axes": {"lr": [0.1]}, "task": "vision"}', "unknown task 'vision'"),
     ('{"axes": ', "cannot parse"),
+    ('{"axes": {"lr": [0.1]}}', "no axis has two or more values"),
 ])
 def test_bad_grid_files_name_the_problem(tmp_path, text, match):
     p = tmp_path / "grid.json"
@@ -269,3 +270,36 @@ def test_cli_prints_ranking_table(tmp_path):
     assert "4 models (0 reused" in r.output and "granulated over n_train, steps" in r.output
     assert "spectrum_adaptive" in r.output and "inv_sqrt_n" in r.output
     assert (tmp_path / "o" / "scores.csv").is_file()
+
+
+def test_a_failing_model_is_listed_and_the_others_scored(tmp_path, monkeypatch):
+    grid = tmp_path / "g.json"
+    grid.write_text(json.dumps({"axes": {"n_train": [16, 32, 64]}, "base": {"width": 32, "depth": 1, "steps": 2},
+                                "settings": {"n_test": 64}}))
+    real_train = e3._train
+
+    def train(model, cfg, hp, data):
+        if hp["n_train"] == 32:
+            raise FloatingPointError("training diverged (loss nan) at step 1")
+        return real_train(model, cfg, hp, data)
+
+    monkeypatch.setattr(e3, "_train", train)
+    res = e3.run_sweep(e3.load_grid(grid), tmp_path / "o", jobs=1, plots=False)
+    assert list(res["models"]["n_train"]) == [16, 64]
+    assert res["failed"] == [("L1-N32-n32-wd0.01-lr0.001-noise0-steps2",
+                              "FloatingPointError: training diverged (loss nan) at step 1")]
+    meta = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert meta["models_failed"][0]["model_id"].endswith("n32-wd0.01-lr0.001-noise0-steps2")
+    assert meta["measures_not_evaluated"] == {}
+    assert not (tmp_path / "o" / "models" / "L1-N32-n32-wd0.01-lr0.001-noise0-steps2.pt").exists()
+    monkeypatch.setattr(e3, "_train", lambda *a: (_ for _ in ()).throw(FloatingPointError("boom")))
+    with pytest.raises(InputError, match="every model of the sweep failed; first error: .*boom"):
+        e3.run_sweep(e3.load_grid(grid), tmp_path / "o2", jobs=1, plots=False)
+
+
+def test_masked_evaluation_without_masked_tokens_is_an_error():
+    cfg = e3.quick_config(task="masked-synthetic")
+    model = e3._new_model(cfg, {"depth": 1, "width": 32}, 100)
+    x = np.full((1, 16), 2, dtype=np.int64)  # only special tokens: nothing can be masked
+    with pytest.raises(ValueError, match="no token of the 1 evaluation sequences was masked"):
+        e3._evaluate(model, cfg, x, np.zeros(0), 100, 0)

@@ -201,6 +201,9 @@ class SweepConfig:
                 _check_value(axis, v, s, where)
         for axis, v in self.base:
             _check_value(axis, v, s, where)
+        if not self.swept_axes:
+            raise InputError(f"{where}no axis has two or more values: a sweep needs models that differ "
+                             "to score measures against their gaps.")
 
 
 def _check_value(axis: str, v: Any, s: Mapping[str, Any], where: str) -> None:
@@ -329,7 +332,7 @@ def model_key(cfg: SweepConfig, spec: ModelSpec) -> dict[str, Any]:
 
 def _pool_size(cfg: SweepConfig) -> int:
     """Training-pool size: the largest n_train of the sweep (smaller sets are its prefixes)."""
-    return max(s.hp_dict["n_train"] for s in expand_grid(cfg))
+    return max(cfg.axes_dict.get("n_train", (dict(cfg.base)["n_train"],)))
 
 
 # --------------------------------------------------------------------------- data
@@ -347,8 +350,8 @@ class TaskData:
     test_x: np.ndarray
     test_y: np.ndarray
     vocab_size: int
-    clean_test_x: np.ndarray | None = None
-    clean_test_y: np.ndarray | None = None
+    clean_test_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    clean_test_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -371,7 +374,7 @@ def make_task_data(cfg: SweepConfig, pool: int, label_noise: float) -> TaskData:
         y_te = (bits_te[:, support].sum(1) * 2 > s["support"]).astype(np.int64)
         return TaskData(ids(bits_tr), np.where(flip_tr < label_noise, 1 - y_tr, y_tr),
                         ids(bits_te), np.where(flip_te < label_noise, 1 - y_te, y_te), vocab_size=4,
-                        clean_test_y=y_te, extra={"support": support.tolist()})
+                        clean_test_x=ids(bits_te), clean_test_y=y_te, extra={"support": support.tolist()})
     from specbound.experiments.synthetic_language import SPECIAL_TOKENS, SyntheticLanguage
 
     lang = SyntheticLanguage(s["language_seed"])
@@ -420,12 +423,6 @@ def _new_model(cfg: SweepConfig, hp: Mapping[str, Any], vocab_size: int) -> Any:
     return model
 
 
-def _masked_batch(ids: Any, vocab_size: int, mask_prob: float, gen: Any) -> tuple[Any, Any]:
-    from specbound.experiments.scaling_synthetic import mask_tokens
-
-    return mask_tokens(ids, vocab_size, mask_prob, gen)
-
-
 def _train(model: Any, cfg: SweepConfig, hp: Mapping[str, Any], data: TaskData) -> list[float]:
     import torch
 
@@ -433,6 +430,7 @@ def _train(model: Any, cfg: SweepConfig, hp: Mapping[str, Any], data: TaskData) 
     n, steps = hp["n_train"], hp["steps"]
     x_all = torch.from_numpy(data.train_x[:n])
     y_all = torch.from_numpy(data.train_y[:n]) if cfg.task == "sparse-majority" else None
+    from specbound.experiments.scaling_synthetic import mask_tokens
     from specbound.experiments.training import adamw_warmup_linear, optimizer_step
 
     opt, sched = adamw_warmup_linear(model, hp["lr"], hp["weight_decay"], steps, s["warmup_frac"])
@@ -444,7 +442,7 @@ def _train(model: Any, cfg: SweepConfig, hp: Mapping[str, Any], data: TaskData) 
         if y_all is not None:
             out = model(input_ids=x_all[idx], labels=y_all[idx])
         else:
-            x, y = _masked_batch(x_all[idx], data.vocab_size, s["mask_prob"], gen)
+            x, y = mask_tokens(x_all[idx], data.vocab_size, s["mask_prob"], gen)
             out = model(input_ids=x, labels=y)
         losses.append(optimizer_step(out.loss, model, opt, sched, f"at step {step}"))
     model.eval()
@@ -456,11 +454,13 @@ def _evaluate(model: Any, cfg: SweepConfig, x: np.ndarray, y: np.ndarray, vocab_
     """(accuracy, mean cross-entropy) on ``x`` (labels ``y``; masked task: fixed masks)."""
     import torch
 
+    from specbound.experiments.scaling_synthetic import mask_tokens
+
     s = cfg.settings_dict
     xt = torch.from_numpy(x)
     if cfg.task == "masked-synthetic":
         gen = torch.Generator().manual_seed(mask_seed)
-        xt, yt = _masked_batch(xt, vocab_size, s["mask_prob"], gen)
+        xt, yt = mask_tokens(xt, vocab_size, s["mask_prob"], gen)
     else:
         yt = torch.from_numpy(y)
     loss, correct, count = 0.0, 0, 0
@@ -475,6 +475,9 @@ def _evaluate(model: Any, cfg: SweepConfig, x: np.ndarray, y: np.ndarray, vocab_
             loss += float(-lp.gather(1, yy[:, None]).sum())
             correct += int((lp.argmax(-1) == yy).sum())
             count += len(yy)
+    if count == 0:
+        raise ValueError(f"no token of the {len(x)} evaluation sequences was masked; raise settings.n_test "
+                         "(or n_train) so that accuracy and loss are defined")
     return correct / count, loss / count
 
 
@@ -485,7 +488,8 @@ def train_and_measure(cfg_dict: dict[str, Any], hp: dict[str, Any], state: dict[
     Builds the model of ``hp``, trains it unless its trained ``state`` (a state dict) is given,
     measures train/test metrics and every measure. One torch thread throughout, so the numbers
     do not depend on where the task runs. Returns ``{"row": models.csv row, "state": trained
-    state dict or None, "train_seconds": float, "analysis_seconds": float}``.
+    state dict or None, "train_seconds": float, "analysis_seconds": float, "not_evaluated":
+    [{"bound": name, "reason": ...}]}`` (families without a value for this model).
     """
     import torch
 
@@ -515,20 +519,22 @@ def train_and_measure(cfg_dict: dict[str, Any], hp: dict[str, Any], state: dict[
                                "train_loss_last10pct": last_loss,
                                "train_acc": tr_acc, "test_acc": te_acc, "train_loss": tr_loss,
                                "test_loss": te_loss, "gap": tr_acc - te_acc, "loss_gap": te_loss - tr_loss}
-        row["test_acc_clean"] = _evaluate(model, cfg, data.test_x if data.clean_test_x is None else data.clean_test_x,
-                                          data.test_y if data.clean_test_y is None else data.clean_test_y,
-                                          data.vocab_size, 12)[0]
-        row.update(_measures(model, init, cfg, hp))
+        row["test_acc_clean"] = te_acc if hp["label_noise"] == 0 else _evaluate(
+            model, cfg, data.clean_test_x, data.clean_test_y, data.vocab_size, 12)[0]
+        measures, not_evaluated = _measures(model, init, cfg, hp)
+        row.update(measures)
     t2 = time.perf_counter()
     out_state = None
     if trained_state is not None:
         out_state = {"weights": trained_state, "train_loss_last10pct": last_loss}
     return {"row": row, "state": out_state, "train_seconds": t1 - t0 if state is None else 0.0,
-            "analysis_seconds": t2 - t1}
+            "analysis_seconds": t2 - t1, "not_evaluated": not_evaluated}
 
 
-def _measures(model: Any, init: Any, cfg: SweepConfig, hp: Mapping[str, Any]) -> dict[str, Any]:
-    """``log10_*`` measure columns (see the module docstring) and the families not evaluated."""
+def _measures(model: Any, init: Any, cfg: SweepConfig, hp: Mapping[str, Any]
+              ) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """``log10_*`` measure columns (see the module docstring) and the families not evaluated
+    (the analysis's ``bounds_not_evaluated`` plus any without a finite log10 value)."""
     from specbound.analysis import analyze
 
     s = cfg.settings_dict
@@ -536,14 +542,16 @@ def _measures(model: Any, init: Any, cfg: SweepConfig, hp: Mapping[str, Any]) ->
     report = analyze(model, init=init, seq_len=T)
     half_log_n = 0.5 * math.log10(hp["n_train"])
     out: dict[str, Any] = {}
+    not_evaluated = [dict(d) for d in report.not_evaluated]  # {"bound", "reason"}
     for name, b in sorted(report.bounds.items()):
         v = b.log10_value
         if v is None or not math.isfinite(v):
+            not_evaluated.append({"bound": name, "reason": f"log10 value {v!r} is not finite"})
             continue
         out[f"log10_{name}"] = float(v)
         out[f"log10_{name}_per_sqrt_n"] = float(v) - half_log_n
     out["log10_inv_sqrt_n"] = -half_log_n
-    return out
+    return out, not_evaluated
 
 
 def _config_from_dict(d: Mapping[str, Any]) -> SweepConfig:
@@ -633,6 +641,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, jobs: int = 1, ray_address: 
     rows: dict[int, dict[str, Any]] = {}
     timings: dict[str, dict[str, float]] = {}
     failed: list[tuple[str, str]] = []
+    not_evaluated: dict[str, list[dict[str, str]]] = {}
     for i, res, exc in map_tasks(train_and_measure, args, jobs=jobs, ray_address=ray_address):
         spec = specs[i]
         if exc is not None:
@@ -644,6 +653,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, jobs: int = 1, ray_address: 
             _save_cached(out, cfg, spec, res["state"])
         rows[i] = res["row"]
         timings[spec.model_id] = {"train_seconds": res["train_seconds"], "analysis_seconds": res["analysis_seconds"]}
+        if res["not_evaluated"]:
+            not_evaluated[spec.model_id] = res["not_evaluated"]
         r = res["row"]
         emit(ProgressEvent(kind="run", done=len(rows) + len(failed), total=total, cached=res["state"] is None,
                            message=(f"{spec.model_id}{' [cached]' if res['state'] is None else ''}: "
@@ -678,6 +689,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, jobs: int = 1, ray_address: 
                "loss_gap = test loss - train loss",
         "granulated_over": axes,
         "measures": [c for c in models.columns if c.startswith("log10_")],
+        "measures_not_evaluated": not_evaluated,
         "timings_seconds": timings,
         "files": [Path(f).name for f in files] + ["config.json"],
     }
