@@ -14,7 +14,7 @@ kept for parity checks; its "zero" singular values are floating-point noise.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -209,40 +209,47 @@ def layer_spectra(
 ) -> LayerSpectra:
     """Spectra of every matrix of one layer (weights already in the working dtype/device).
 
-    QK[h] = W_Q[h] W_K[g(h)]ᵀ and OV[h] = W_V[g(h)] W_O[h] with g(h) = h // (H / H_kv).
+    QK[h] = W_Q[h] W_Kᵀ[g(h)] and OV[h] = W_V[g(h)] W_O[h] with g(h) = h // (H / H_kv). The
+    factored route is :func:`layer_spectra_tasks` run inline; ``dense`` forms every product.
     """
+    if not dense:
+        return layer_spectra_tasks(lw, _INLINE, device=lw.W_Q.device, dtype=lw.W_Q.dtype, ff_method=ff_method)
     H = lw.W_Q.shape[0]
     g = torch.arange(H, device=lw.W_Q.device) // (H // lw.W_K.shape[0])
     Wq, Wk, Wv, Wo = lw.W_Q, lw.W_K[g], lw.W_V[g], lw.W_O
     N = Wq.shape[1]
     N_out = Wo.shape[2]
-    if dense:
-        QK = Wq @ Wk.mT  # [H, N, N]
-        OV = Wv @ Wo  # [H, N, N_out]
-        qk_s = _descending(torch.linalg.svdvals(QK))
-        ov_s = _descending(torch.linalg.svdvals(OV))
-        qk_21 = torch.linalg.vector_norm(QK, dim=-2).sum(-1)
-        ov_21 = torch.linalg.vector_norm(OV, dim=-2).sum(-1)
-        del QK, OV
-        method = "dense"
-    else:
-        qk_s = factored_product_spectra(Wq, Wk)
-        # OV = W_V W_O = W_V (W_Oᵀ)ᵀ: the same factored form with B = W_Oᵀ.
-        ov_s = factored_product_spectra(Wv, Wo.mT)
-        qk_21 = product_column_norms_21(Wq, Wk)
-        ov_21 = product_column_norms_21(Wv, Wo.mT)
-        method = "factored"
-    qk_s, ov_s = qk_s.cpu(), ov_s.cpu()
-    qk = [MatrixSpectrum(qk_s[h], N, N, float(qk_21[h]), method) for h in range(H)]
-    ov = [MatrixSpectrum(ov_s[h], N, N_out, float(ov_21[h]), method) for h in range(H)]
-    ffm: FFMethod = "svd" if dense else ff_method
-    s_in, how_in = ff_singular_values(lw.M_in, ffm)
-    s_out, how_out = ff_singular_values(lw.M_out, ffm)
+    QK = Wq @ Wk.mT  # [H, N, N]
+    OV = Wv @ Wo  # [H, N, N_out]
+    qk_s = _descending(torch.linalg.svdvals(QK)).cpu()
+    ov_s = _descending(torch.linalg.svdvals(OV)).cpu()
+    qk_21 = torch.linalg.vector_norm(QK, dim=-2).sum(-1)
+    ov_21 = torch.linalg.vector_norm(OV, dim=-2).sum(-1)
+    del QK, OV
+    qk = [MatrixSpectrum(qk_s[h], N, N, float(qk_21[h]), "dense") for h in range(H)]
+    ov = [MatrixSpectrum(ov_s[h], N, N_out, float(ov_21[h]), "dense") for h in range(H)]
+    s_in, how_in = ff_singular_values(lw.M_in, "svd")
+    s_out, how_out = ff_singular_values(lw.M_out, "svd")
     m_in = MatrixSpectrum(s_in.cpu(), *lw.M_in.shape, _column_norms_21(lw.M_in), how_in)
     m_out = MatrixSpectrum(s_out.cpu(), *lw.M_out.shape, _column_norms_21(lw.M_out), how_out)
     return LayerSpectra(
         layer=lw.index, qk=qk, ov=ov, m_in=m_in, m_out=m_out, names=lw.names, weight_norms=weight_norms(lw)
     )
+
+
+class _InlineExecutor(Executor):
+    """Runs each submitted call at once in the calling thread (the sequential route)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # delivered by .result(), as from a thread pool
+            fut.set_exception(e)
+        return fut
+
+
+_INLINE = _InlineExecutor()
 
 
 def _abs_last(t: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
