@@ -12,17 +12,22 @@ float32 weights, safetensors) in a temporary folder, then times, each as its own
   same safetensors folder; per-weight ESDs and power-law fits, no per-head QK/OV spectra), when
   it is installed (it is not a dependency: ``pip install weightwatcher==0.7.7``); otherwise that
   comparison is skipped with a message;
-* the floor: the bare linear-algebra kernels the analysis needs (batched thin QR of the factors,
-  batched core SVDs, feed-forward Gram products and their eigh) on weights already in memory in
-  float64, in a process of its own; once one call after the other with all torch threads per
-  call (``floor_kernels_s``), once scheduled as specbound schedules them (four tasks per layer
-  on worker threads with one torch thread each, Gram lower triangle: ``floor_kernels_tasks_s``).
+* the floor: the bare linear-algebra kernels the analysis runs (batched thin QR of the factors,
+  batched core SVDs, feed-forward Gram products and their eigenvalues through
+  ``spectra.core.gram_eigenvalues``, i.e. numpy ``syrk`` + ``eigvalsh`` on the CPU) on weights
+  already in memory in float64, in a process of its own; once one call after the other with all
+  threads per call (``floor_kernels_s``), once scheduled as specbound schedules them (four tasks
+  per layer on worker threads with one torch and one BLAS thread each: ``floor_kernels_tasks_s``).
   ``*_over_floor`` divide by the smaller of the two.
 
-Load is included for every contender. It reports wall times, their ratios, peak RSS of each
-process (``os.wait4``: that child only), the load average before and after, and the relative
-difference of B_SA and B_E between specbound and the dense procedure.
-Usage: ``python bench/bench_analyze.py [--layers 12]``.
+Each contender runs ``--repeats`` times (default 3), interleaved (specbound, dense, WeightWatcher,
+then again), so that a burst of load on the machine hits all of them; the ratios are of the
+medians and every run is listed. Load is included for every contender. It reports wall times,
+their ratios, peak RSS of each process (``os.wait4``: that child only, the largest over the
+runs), the load average before and after, and the relative difference of B_SA and B_E between
+specbound and the dense procedure. The dense procedure uses torch.linalg (MKL in the torch CPU
+wheels), specbound's feed-forward route numpy's BLAS/LAPACK (OpenBLAS in the numpy wheels).
+Usage: ``python bench/bench_analyze.py [--layers 12] [--repeats 3]``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,6 +130,8 @@ def floor_worker(ckpt: Path, out_json: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
+    from specbound.spectra.core import gram_eigenvalues
+
     cfg = json.loads((ckpt / "config.json").read_text())
     L, N, H = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"]
     dh = N // H
@@ -135,22 +143,24 @@ def floor_worker(ckpt: Path, out_json: Path) -> None:
         Rq, Rk, Rv, Ro = (torch.linalg.qr(X, mode="r").R for X in (Wq, Wk, Wv, WoT))
         torch.linalg.svdvals(Rq @ Rk.mT)
         torch.linalg.svdvals(Rv @ Ro.mT)
-        torch.linalg.eigvalsh(m_in @ m_in.mT)
-        torch.linalg.eigvalsh(m_out.mT @ m_out)
+        gram_eigenvalues(m_in)
+        gram_eigenvalues(m_out)
         total += time.perf_counter() - t
     total_tasks = _floor_tasks(sd, L, N, H, dh)
     out_json.write_text(json.dumps({"floor_s": total, "floor_tasks_s": total_tasks}))
 
 
 def _floor_tasks(sd: dict, L: int, N: int, H: int, dh: int) -> float:
-    """The same kernels scheduled as specbound schedules them (spectra/model.py ``task_threads``):
-    per layer four tasks (QK, OV, M_in, M_out) on ``n`` worker threads with one torch thread
-    each, the feed-forward Gram matrices on their block lower triangle (``gram_lower``)."""
+    """The kernels specbound runs, scheduled as it schedules them (spectra/model.py ``task_threads``):
+    per layer four tasks (QK, OV, M_in, M_out) on ``n`` worker threads with one torch thread and
+    one numpy BLAS thread each; the feed-forward spectra through ``gram_eigenvalues`` (numpy
+    ``syrk`` + ``eigvalsh`` on the CPU), the products through the QR cores."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
-    from specbound.spectra.core import gram_lower
+    from specbound.spectra.core import gram_eigenvalues
+    from specbound.spectra.model import blas_threads
 
     n = torch.get_num_threads()
     if n < 2:
@@ -161,15 +171,13 @@ def _floor_tasks(sd: dict, L: int, N: int, H: int, dh: int) -> float:
         Ra, Rb = (torch.linalg.qr(X, mode="r").R for X in (A, B))
         return torch.linalg.svdvals(Ra @ Rb.mT)
 
-    def ff(M):
-        return torch.linalg.eigvalsh(gram_lower(M), UPLO="L")
-
     total = 0.0
-    with ThreadPoolExecutor(min(n, 4)) as ex:
+    with blas_threads(1), ThreadPoolExecutor(min(n, 4)) as ex:
         for i in range(L):
             Wq, Wk, Wv, WoT, m_in, m_out = _layer_mats(sd, i, N, H, dh)
             t = time.perf_counter()
-            futs = [ex.submit(ff, m_in), ex.submit(ff, m_out), ex.submit(pair, Wq, Wk), ex.submit(pair, Wv, WoT)]
+            futs = [ex.submit(gram_eigenvalues, m_in), ex.submit(gram_eigenvalues, m_out),
+                    ex.submit(pair, Wq, Wk), ex.submit(pair, Wv, WoT)]
             for f in futs:
                 f.result()
             total += time.perf_counter() - t
@@ -196,6 +204,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=768)
     ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--ff", type=int, default=3072)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each contender (median reported)")
     ap.add_argument("--dense-worker", nargs=2, metavar=("CKPT", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--ww-worker", metavar="CKPT", help=argparse.SUPPRESS)
     ap.add_argument("--floor-worker", nargs=2, metavar=("CKPT", "OUT"), help=argparse.SUPPRESS)
@@ -223,47 +232,61 @@ def main() -> None:
                         "--hidden", str(args.hidden), "--heads", str(args.heads), "--ff", str(args.ff)], check=True)
         size_mb = (ckpt / "model.safetensors").stat().st_size / 2**20
         specbound = str(Path(sys.executable).with_name("specbound"))
-        # factored: the real CLI, as a user runs it (no plots: the plots are not the analysis)
-        t_fac, rss_fac = timed([specbound, "analyze", str(ckpt), "--out", str(tmp / "rep"), "--no-plots"])
-        t_fac_plots, _ = timed([specbound, "analyze", str(ckpt), "--out", str(tmp / "rep2")])
-        t_dense, rss_dense = timed([sys.executable, __file__, "--dense-worker", str(ckpt), str(tmp / "dense.json")])
-        timed([sys.executable, __file__, "--floor-worker", str(ckpt), str(tmp / "floor.json")])
-        floors = json.loads((tmp / "floor.json").read_text())
-        floor, floor_tasks = floors["floor_s"], floors.get("floor_tasks_s", float("nan"))
         try:
             import importlib.metadata as md
 
             ww_version = md.version("weightwatcher")
         except Exception:
             ww_version = None
-        if ww_version is not None:
-            t_ww, rss_ww = timed([sys.executable, __file__, "--ww-worker", str(ckpt)])
-        else:
             print("weightwatcher is not installed: skipping that comparison "
                   "(pip install weightwatcher==0.7.7 to run it).", file=sys.stderr)
+        contenders = {
+            # the real CLI, as a user runs it (no plots: the plots are not the analysis)
+            "specbound": [specbound, "analyze", str(ckpt), "--out", str(tmp / "rep"), "--no-plots"],
+            "dense": [sys.executable, __file__, "--dense-worker", str(ckpt), str(tmp / "dense.json")],
+        }
+        if ww_version is not None:
+            contenders["weightwatcher"] = [sys.executable, __file__, "--ww-worker", str(ckpt)]
+        runs: dict[str, list[float]] = {k: [] for k in contenders}
+        rss: dict[str, float] = {k: 0.0 for k in contenders}
+        for _ in range(max(1, args.repeats)):  # interleaved: a burst of load hits every contender
+            for name, cmd in contenders.items():
+                wall, peak = timed(cmd)
+                runs[name].append(round(wall, 2))
+                rss[name] = max(rss[name], peak)
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        t_fac_plots, _ = timed([specbound, "analyze", str(ckpt), "--out", str(tmp / "rep2")])
+        timed([sys.executable, __file__, "--floor-worker", str(ckpt), str(tmp / "floor.json")])
+        floors = json.loads((tmp / "floor.json").read_text())
+        floor, floor_tasks = floors["floor_s"], floors.get("floor_tasks_s", float("nan"))
+        floor_min = min(floor, floor_tasks) if floor_tasks == floor_tasks else floor
         fac = json.loads((tmp / "rep" / "report.json").read_text())
         dense = json.loads((tmp / "dense.json").read_text())
         rows = {
             "shape": f"L={args.layers} N={args.hidden} H={args.heads} d_ff={args.ff} ({size_mb:.0f} MB fp32)",
             "cpu_threads": os.cpu_count(),
-            "specbound_analyze_s": round(t_fac, 2),
+            "repeats": max(1, args.repeats),
+            "specbound_analyze_s": round(med["specbound"], 2),
+            "specbound_analyze_runs_s": runs["specbound"],
             "specbound_analyze_with_plots_s": round(t_fac_plots, 2),
-            "dense_per_head_s": round(t_dense, 2),
-            "speedup": round(t_dense / t_fac, 1),
-            "peak_rss_specbound_MB": round(rss_fac),
-            "peak_rss_dense_MB": round(rss_dense),
+            "dense_per_head_s": round(med["dense"], 2),
+            "dense_per_head_runs_s": runs["dense"],
+            "speedup": round(med["dense"] / med["specbound"], 1),
+            "peak_rss_specbound_MB": round(rss["specbound"]),
+            "peak_rss_dense_MB": round(rss["dense"]),
             "analysis_only_s": round(fac["elapsed_s"], 2),
             "floor_kernels_s": round(floor, 2),
             "floor_kernels_tasks_s": round(floor_tasks, 2),
-            "analysis_over_floor": round(fac["elapsed_s"] / min(floor, floor_tasks), 2),
-            "process_over_floor": round(t_fac / min(floor, floor_tasks), 2),
+            "analysis_over_floor": round(fac["elapsed_s"] / floor_min, 2),
+            "process_over_floor": round(med["specbound"] / floor_min, 2),
         }
         if ww_version is not None:
             rows.update({
                 "weightwatcher_version": ww_version,
-                "weightwatcher_analyze_s": round(t_ww, 2),
-                "peak_rss_weightwatcher_MB": round(rss_ww),
-                "speedup_vs_weightwatcher": round(t_ww / t_fac, 1),
+                "weightwatcher_analyze_s": round(med["weightwatcher"], 2),
+                "weightwatcher_analyze_runs_s": runs["weightwatcher"],
+                "peak_rss_weightwatcher_MB": round(rss["weightwatcher"]),
+                "speedup_vs_weightwatcher": round(med["weightwatcher"] / med["specbound"], 1),
             })
         rows["load_average_before"] = load_before
         rows["load_average_after"] = os.getloadavg()

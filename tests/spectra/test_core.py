@@ -167,3 +167,62 @@ def test_layer_spectra_tasks_equals_layer_spectra(H, Hkv, dtype):
         assert torch.equal(a.values, b.values)
         assert (a.rows, a.cols, a.norm_21, a.method) == (b.rows, b.cols, b.norm_21, b.method)
     assert got.weight_norms == ref.weight_norms
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gram_eigenvalues_cpu_route_on_every_layout(dtype):
+    """The CPU (numpy syrk + eigvalsh) route gives the eigenvalues of the smaller Gram matrix for
+    wide, tall, transposed (F-ordered) and strided inputs, descending, in the input's dtype;
+    and agrees with the torch route (gram_lower + eigvalsh) the other devices take."""
+    from specbound.spectra.core import gram_eigenvalues, gram_lower
+
+    g = torch.Generator().manual_seed(11)
+    base = torch.randn(70, 45, generator=g, dtype=torch.float64)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    cases = {
+        "tall": base,
+        "wide": base.T.contiguous(),
+        "transposed view": base.T,
+        "strided view": torch.randn(140, 90, generator=g, dtype=torch.float64)[::2, ::2],
+        "requires grad": base.clone().requires_grad_(True),
+    }
+    for name, M64 in cases.items():
+        M = M64.to(dtype) if dtype != M64.dtype else M64
+        lam = gram_eigenvalues(M)
+        assert lam.dtype == dtype and lam.shape == (min(M.shape),), name
+        assert bool((lam[:-1] >= lam[1:]).all()), name
+        A = M64.detach() if M64.shape[0] <= M64.shape[1] else M64.detach().mT
+        ref = torch.linalg.eigvalsh(A @ A.mT).flip(-1)
+        torch.testing.assert_close(lam.double(), ref, rtol=0, atol=tol * float(ref[0]), msg=name)
+        torch_route = torch.linalg.eigvalsh(gram_lower(M.detach()), UPLO="L").flip(-1)
+        torch.testing.assert_close(lam, torch_route, rtol=0, atol=tol * float(ref[0]), msg=name)
+
+
+def test_task_threads_limit_numpy_blas_and_restore_it():
+    """Inside task_threads numpy's BLAS runs on n // w threads (one per task on 2 threads); the
+    process settings (torch threads, BLAS threads) are back afterwards."""
+    from threadpoolctl import threadpool_info
+
+    from specbound.spectra.model import MAX_TASKS, task_threads
+
+    def blas() -> list[int]:
+        return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+    before = blas()
+    if not before:
+        pytest.skip("no BLAS library that threadpoolctl can control is loaded by numpy here")
+    n_torch = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with task_threads(torch.device("cpu")) as pool:
+            assert pool is not None
+            assert blas() == [max(1, 2 // min(2, MAX_TASKS))] * len(before)
+            assert torch.get_num_threads() == 1
+        assert blas() == before and torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        with task_threads(torch.device("cpu")) as pool:  # one thread: sequential, BLAS on one thread too
+            assert pool is None
+            assert blas() == [1] * len(before)
+        assert blas() == before
+    finally:
+        torch.set_num_threads(n_torch)

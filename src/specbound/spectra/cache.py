@@ -229,8 +229,7 @@ def _block_qk_ov(A: torch.Tensor, B: torch.Tensor, rows: int, cols: int, dense: 
         del P
         method = "dense"
     else:
-        s = core.factored_product_spectra(A, B)
-        n21 = core.product_column_norms_21(A, B)
+        s, n21 = core.factored_product(A, B)
         method = "factored"
     s = s.cpu()
     return [MatrixSpectrum(s[h], rows, cols, float(n21[h]), method) for h in range(s.shape[0])]

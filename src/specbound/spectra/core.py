@@ -6,7 +6,8 @@ Factored route (default, ``bounds.md`` §2): for a product ``A Bᵀ`` of thin fa
 are exactly zero. All heads of a layer are batched in one QR and one SVD call.
 
 Feed-forward matrices are dense. ``ff_method="auto"`` takes the eigenvalues of the smaller Gram
-matrix when that is accurate and otherwise the SVD (:func:`ff_singular_values`).
+matrix when that is accurate and otherwise the SVD (:func:`ff_singular_values`). On the CPU the
+Gram product and its eigenvalues go through numpy's BLAS/LAPACK (:func:`gram_eigenvalues`).
 
 ``dense=True`` forms every ``N × N`` product and takes its dense SVD — the published procedure,
 kept for parity checks; its "zero" singular values are floating-point noise.
@@ -18,6 +19,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from specbound.weights.canonical import LayerWeights
@@ -128,26 +130,30 @@ def _descending(s: torch.Tensor) -> torch.Tensor:
     return torch.sort(s.clamp_min(0), dim=-1, descending=True).values
 
 
-def factored_product_spectra(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Nonzero-part singular values of ``A[h] @ B[h]ᵀ`` for every h, without forming it.
+def factored_product(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular values and ``‖·‖_{2,1}`` of ``A[h] @ B[h]ᵀ`` for every h, without forming it.
 
-    ``A, B``: ``[H, N, d]`` → ``[H, min(N, d)]`` singular values (descending); the product's
-    other ``N − min(N, d)`` singular values are exactly zero.
+    ``A, B``: ``[H, N, d]``. Thin QR ``A = Q_a R_a``, ``B = Q_b R_b`` (batched over heads):
+    the nonzero part of the spectrum is that of the core ``R_a R_bᵀ`` (``[H, min(N, d)]``,
+    descending; the product's other ``N − min(N, d)`` singular values are exactly zero), and
+    column j of ``A Bᵀ`` is ``A b_j = Q_a R_a b_j`` (``b_j`` = row j of B), whose norm is
+    ``‖R_a b_j‖``: ``‖A Bᵀ‖_{2,1}`` is the sum of the row norms of ``B R_aᵀ`` (``[H]``).
     """
     Ra = torch.linalg.qr(A, mode="r").R  # [H, k, d]
     Rb = torch.linalg.qr(B, mode="r").R
-    return _descending(torch.linalg.svdvals(Ra @ Rb.mT))
+    s = _descending(torch.linalg.svdvals(Ra @ Rb.mT))
+    return s, torch.linalg.vector_norm(B @ Ra.mT, dim=-1).sum(dim=-1)
+
+
+def factored_product_spectra(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """The singular values of :func:`factored_product` alone (``[H, min(N, d)]``, descending)."""
+    return factored_product(A, B)[0]
 
 
 def product_column_norms_21(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """``‖A[h] B[h]ᵀ‖_{2,1}`` for every h without the product.
-
-    Column j of ``A Bᵀ`` is ``A b_j`` (``b_j`` = row j of B); its squared norm is
-    ``b_j G b_jᵀ`` with ``G = Aᵀ A``. ``A, B``: ``[H, N, d]`` → ``[H]``.
-    """
-    G = A.mT @ A  # [H, d, d]
-    sq = torch.einsum("hnd,hde,hne->hn", B, G, B).clamp_min(0)
-    return sq.sqrt().sum(dim=-1)
+    """``‖A[h] B[h]ᵀ‖_{2,1}`` for every h without the product (``[H]``; see :func:`factored_product`)."""
+    Ra = torch.linalg.qr(A, mode="r").R
+    return torch.linalg.vector_norm(B @ Ra.mT, dim=-1).sum(dim=-1)
 
 
 #: Row-block size of :func:`gram_lower`; smaller Gram matrices are one product.
@@ -173,6 +179,28 @@ def gram_lower(M: torch.Tensor) -> torch.Tensor:
     return G
 
 
+def gram_eigenvalues(M: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (descending, in ``M``'s dtype, on ``M``'s device) of the smaller Gram matrix of ``M``.
+
+    On the CPU through numpy: ``A @ A.T`` of an array with its own transpose is one BLAS ``syrk``
+    (half the multiply-adds of a general product) and ``numpy.linalg.eigvalsh`` is LAPACK
+    ``syevd``. With the OpenBLAS that numpy wheels ship this pair ran 1.4× faster than torch's
+    (MKL) ``gram_lower`` + ``eigvalsh`` on this project's machine (AMD EPYC, ``bench/``); the
+    threads numpy's BLAS uses are set by :func:`specbound.spectra.model.task_threads`. Same
+    arithmetic in the same dtype, so the same accuracy (results differ from torch's in the last
+    bits). On other devices: :func:`gram_lower` and ``torch.linalg.eigvalsh``.
+    """
+    if M.device.type != "cpu":
+        return torch.linalg.eigvalsh(gram_lower(M), UPLO="L").flip(-1)
+    A = M.detach().numpy()
+    if A.shape[0] > A.shape[1]:
+        A = A.T
+    if not (A.flags.c_contiguous or A.flags.f_contiguous):  # a strided view: BLAS needs one unit stride
+        A = np.ascontiguousarray(A)
+    lam = np.linalg.eigvalsh(A @ A.T)
+    return torch.from_numpy(np.ascontiguousarray(lam[::-1]))
+
+
 def ff_singular_values(M: torch.Tensor, method: FFMethod = "auto") -> tuple[torch.Tensor, str]:
     """Singular values of a dense matrix ``M`` (descending) and the route taken.
 
@@ -185,11 +213,10 @@ def ff_singular_values(M: torch.Tensor, method: FFMethod = "auto") -> tuple[torc
     """
     if method == "svd":
         return _descending(torch.linalg.svdvals(M)), "svd"
-    G = gram_lower(M)
-    lam = torch.linalg.eigvalsh(G, UPLO="L").flip(-1)  # descending; reads the lower triangle only
+    lam = gram_eigenvalues(M)
     if method == "gram":
         return lam.clamp_min(0).sqrt(), "gram"
-    n = G.shape[-1]
+    n = lam.shape[-1]
     eps = torch.finfo(M.dtype).eps
     tol = GRAM_TOLERANCE.get(M.dtype, 1e-3)
     lam_max = lam[0].item()
@@ -300,8 +327,8 @@ def layer_spectra_tasks(
             A, B = a, b[g.to(b.device)]
         else:  # OV[h] = W_V[g(h)] W_O[h] = W_V[g(h)] (W_O[h]ᵀ)ᵀ
             A, B = a[g.to(a.device)], b.mT
-        s = factored_product_spectra(A, B).cpu()
-        n21 = product_column_norms_21(A, B)
+        s, n21 = factored_product(A, B)
+        s = s.cpu()
         rows, cols = A.shape[1], B.shape[1]
         specs = [MatrixSpectrum(s[h], rows, cols, float(n21[h]), "factored") for h in range(H)]
         del A, B

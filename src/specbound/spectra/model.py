@@ -53,25 +53,46 @@ MAX_TASKS = 4
 
 
 @contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """numpy's BLAS/LAPACK (OpenBLAS in numpy wheels) on at most ``n`` threads, restored on exit.
+
+    The CPU Gram route (:func:`~specbound.spectra.core.gram_eigenvalues`) runs on numpy, whose
+    BLAS otherwise starts a thread per core for every call: next to torch's threads, or several
+    calls side by side, that oversubscribes the cores. ``threadpoolctl`` sets the limit of the
+    BLAS libraries loaded in the process (a process-wide setting, as ``torch.set_num_threads``).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=max(1, n), user_api="blas"):
+        yield
+
+
+@contextmanager
 def task_threads(device: torch.device) -> Iterator[Executor | None]:
     """Worker threads for the per-layer tasks of :func:`~specbound.spectra.core.layer_spectra_tasks`.
 
     On the CPU with ``n = torch.get_num_threads() ≥ 2``: ``w = min(n, MAX_TASKS)`` worker threads,
-    each torch op running on ``n // w`` threads (``torch.set_num_threads``, restored on exit), so
-    the process uses the ``n`` threads it was given. The independent LAPACK calls of a layer (the
-    two ``eigvalsh`` of the feed-forward Gram matrices, the batched QR/SVDs) are then run side by
-    side instead of each being split over all threads: ``eigvalsh`` of a 768 × 768 matrix is
-    barely faster on 2 threads than on 1, and multi-threaded LAPACK calls slow down badly when
-    another process holds a core. Yields ``None`` (run sequentially) on CUDA or with one thread.
+    each torch op (and each numpy BLAS/LAPACK call, :func:`blas_threads`) running on ``n // w``
+    threads (``torch.set_num_threads``, restored on exit), so the process uses the ``n`` threads
+    it was given. The independent LAPACK calls of a layer (the two ``eigvalsh`` of the
+    feed-forward Gram matrices, the batched QR/SVDs) are then run side by side instead of each
+    being split over all threads: ``eigvalsh`` of a 768 × 768 matrix is barely faster on 2
+    threads than on 1, and multi-threaded LAPACK calls slow down badly when another process holds
+    a core. Yields ``None`` (run sequentially) on CUDA or with one thread (numpy's BLAS then on
+    that one thread too).
     """
     n = torch.get_num_threads()
-    if device.type != "cpu" or n < 2:
+    if device.type != "cpu":
         yield None
+        return
+    if n < 2:
+        with blas_threads(n):
+            yield None
         return
     w = min(n, MAX_TASKS)
     torch.set_num_threads(max(1, n // w))
     try:
-        with ThreadPoolExecutor(w, thread_name_prefix="specbound-linalg") as ex:
+        with blas_threads(n // w), ThreadPoolExecutor(w, thread_name_prefix="specbound-linalg") as ex:
             yield ex
     finally:
         torch.set_num_threads(n)
