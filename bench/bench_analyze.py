@@ -160,7 +160,7 @@ def _floor_tasks(sd: dict, L: int, N: int, H: int, dh: int) -> float:
     import torch
 
     from specbound.spectra.core import gram_eigenvalues
-    from specbound.spectra.model import blas_threads
+    from specbound.npkernels import blas_threads
 
     n = torch.get_num_threads()
     if n < 2:

@@ -41,6 +41,7 @@ def test_analyze_tiny_model_writes_everything(tiny_bert, tmp_path):
     assert len(doc["matrices"]) == 2 * (4 + 4 + 2)
     assert {"p_star", "term", "term_p0", "gamma", "alpha", "norm_21", "effective_rank"} <= set(doc["matrices"][0])
     assert (tmp_path / "m.csv").read_text().startswith("layer,head,kind,rows,cols,rank")
+    assert doc["options"]["warm_start"]["planned"] == 4  # M_in, M_out of 2 layers
     # no stray staging files
     assert not [p for p in tmp_path.rglob(".specbound-*")]
 
@@ -221,6 +222,10 @@ def test_main_job_subprocess_on_default_model(tmp_path, minilm_path):
     assert "L=6" in res.stdout and "N=384" in res.stdout and "Report written to" in res.stdout
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert doc["model"]["L"] == 6 and len(doc["matrices"]) == 156
+    # the warm start ran on the packaged model's 12 feed-forward matrices before torch was imported;
+    # whatever it finished was used (tests/weights/test_warmstart.py: bit-identical results)
+    warm = doc["options"]["warm_start"]
+    assert warm["planned"] == 12 and warm["used"] == warm["computed"] <= 12 and "error" not in warm
 
 
 def test_custom_mapping_through_the_cli_matches_the_adapter(tiny_bert, tmp_path):

@@ -83,3 +83,18 @@ def test_schatten_norm_is_nonincreasing_in_p(seed, k):
     # and 1 ≤ effective rank ≤ rank, stable rank ≤ rank
     assert 1 - 1e-12 <= measures.effective_rank(s) <= k + 1e-9
     assert measures.stable_rank(s) <= k + 1e-9
+
+
+@settings(max_examples=30, deadline=None)
+@given(k=st.integers(1, 40), zeros=st.integers(0, 3), seed=st.integers(0, 9999), scale=st.floats(1e-30, 1e30))
+def test_log_schatten_grid_is_log_schatten_per_p(k, zeros, seed, scale):
+    """The vectorised grid gives log_schatten's value at every p, for spectra far from 1 in scale."""
+    rng = np.random.default_rng(seed)
+    s = np.concatenate([np.sort(rng.exponential(size=k))[::-1] * scale, np.zeros(zeros)])
+    ps = np.arange(1, 41) / 20.0
+    got = measures.log_schatten_grid(s, ps)
+    want = np.array([measures.log_schatten(s, float(p)) for p in ps])
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    assert np.all(measures.log_schatten_grid(np.zeros(3), ps) == -math.inf)
+    with pytest.raises(ValueError):
+        measures.log_schatten_grid(s, np.array([0.0, 1.0]))

@@ -210,6 +210,7 @@ def analyze(
     init: Any = None,
     cache: Any = None,
     approx: Any = False,
+    warm_start: Any = None,
 ) -> Report:
     """Analyse a trained Transformer: per-head spectra, measures, and bound values.
 
@@ -229,6 +230,9 @@ def analyze(
     ``cache``: a folder of spectra keyed by tensor content (spectra/cache.py); a rerun with other
     bound parameters does no linear algebra. ``approx``: ``True`` (or ``ApproxOptions``) for
     matrix-free estimates of the feed-forward spectra, with error columns (spectra/approx.py).
+    ``warm_start``: a started :class:`specbound.warmstart.WarmStart` for this source (the CLI
+    starts one before importing torch); its eigenvalues are used, and ``options.warm_start``
+    says how many.
     """
     t0 = time.perf_counter()
     if source is None:
@@ -245,7 +249,7 @@ def analyze(
     params = make_params(weights, l_phi=float(l_phi), grid_m=grid_m, seq_len=seq_len, init=init, dtype=dtype,
                          device=device, dense=dense, ff_method=ff_method)
     ms = compute_spectra(weights, dtype=dtype, device=device, dense=dense, ff_method=ff_method, progress=progress,
-                         cache=cache, approx=approx)
+                         cache=cache, approx=approx, warm=warm_start)
     results, not_evaluated = evaluate_bounds(families, ms, params, explicit=bounds not in (None, "all"))
     if ms.approx:  # every bound computed from approximate spectra says so
         from specbound.spectra.approx import APPROX_NOTE
@@ -270,6 +274,8 @@ def analyze(
     }
     if ms.cache_stats is not None:
         options["cache"] = dict(ms.cache_stats)
+    if warm_start is not None:
+        options["warm_start"] = warm_start.summary()
     table = _matrix_table(ms, sa)
     if approx:
         from specbound.spectra.approx import ApproxOptions, error_columns

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import pandas as pd
 import typer
 from rich.table import Table
 
 from specbound.errors import InputError, SpecboundError
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: `specbound analyze` starts without it
+    import pandas as pd
 
 NEEDS_TEXT = {"seq_len": "seq_len (--seq-len)", "init": "init (--init)", "init?": "optional init (--init)"}
 
@@ -29,6 +31,8 @@ def catalogue() -> pd.DataFrame:
             "name": name, "status": getattr(b, "status", ""), "needs": ", ".join(needs) or "-",
             "title": getattr(b, "title", "") or "", "citation": getattr(b, "citation", ""),
         })
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["name", "status", "needs", "title", "citation"])
 
 
@@ -56,6 +60,8 @@ def compare_table(reports: list[Any], labels: list[str]) -> pd.DataFrame:
     data: dict[str, Any] = {"family": names, "status": [status[n] for n in names]}
     for r, lab in zip(reports, labels):
         data[f"log10 {lab}"] = [r.bounds[n].log10_value if n in r.bounds else None for n in names]
+    import pandas as pd
+
     return pd.DataFrame(data)
 
 

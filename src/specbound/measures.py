@@ -53,6 +53,19 @@ def log_schatten(s: np.ndarray, p: float) -> float:
     return m + math.log(float(np.exp(x - m).sum()))
 
 
+def log_schatten_grid(s: np.ndarray, ps: np.ndarray) -> np.ndarray:
+    """:func:`log_schatten` for every ``p`` of ``ps`` (all ``> 0``) at once: ``[len(ps)]``."""
+    ps = np.asarray(ps, dtype=np.float64)
+    if ps.size and float(ps.min()) <= 0:
+        raise ValueError("log_schatten_grid takes p > 0; S_0 is the numerical rank")
+    pos = s[s > 0]
+    if pos.size == 0:
+        return np.full(ps.shape, -math.inf)
+    x = np.multiply.outer(ps, np.log(pos))  # [P, k]
+    m = x.max(axis=1)
+    return m + np.log(np.exp(x - m[:, None]).sum(axis=1))
+
+
 def schatten(s: np.ndarray, p: float, r: int | None = None) -> float:
     """``S_p(A) = Σ σ_i^p`` (p > 0; a quasi-norm power for p < 1); ``S_0`` = numerical rank."""
     if p == 0:

@@ -430,3 +430,26 @@ def test_failing_plugin_is_an_error_naming_it(registry, tmp_path, monkeypatch):
     monkeypatch.setattr(bmod, "_plugins_loaded", False)
     with pytest.raises(BoundError, match="plugin 'broken'.*sb_plugin_mod:DoesNotExist.*failed to load"):
         available_bounds()
+
+
+def test_matrix_norms_table_is_built_once_per_reference_and_not_pickled():
+    """The memoised norms table: the same values as a fresh build, per reference, callers get their
+    own copy, and the memo does not travel in a pickle (Ray returns reports by pickle)."""
+    import pickle
+
+    from specbound.bounds.base import BoundParams
+    from specbound.bounds.norms import _matrix_norms, matrix_norms
+    from specbound.spectra import compute_spectra
+
+    tw, tw0 = make_model(H=4, Hkv=2, seed=1), make_model(H=4, Hkv=2, seed=2)
+    ms, ref = compute_spectra(tw), reference_spectra(tw, tw0)
+    with_ref = BoundParams(reference=ref)
+    a = matrix_norms(ms)
+    a["ln_spec"] = 0.0  # a caller's copy: must not reach the memo
+    for params, r in ((None, None), (with_ref, ref), (None, None), (with_ref, ref)):
+        got = matrix_norms(ms, params)
+        fresh = _matrix_norms(ms, r)
+        assert got.equals(fresh)
+    assert not matrix_norms(ms).equals(matrix_norms(ms, with_ref))  # distances differ from norms
+    assert len(ms.memo) == 2
+    assert pickle.loads(pickle.dumps(ms)).memo == {}

@@ -26,8 +26,21 @@ def _ln_fro2(s: np.ndarray) -> float:
 
 def matrix_norms(spectra: ModelSpectra, params: BoundParams | None = None) -> pd.DataFrame:
     """The table of the module docstring (columns layer, head, kind, rows, cols, ln_spec, ln_fro2,
-    ln_21, ln_d_spec, ln_d_fro2, ln_d_21, reference)."""
+    ln_21, ln_d_spec, ln_d_fro2, ln_d_21, reference).
+
+    Several families read it for one model: it is built once per (spectra, reference) and kept
+    on the :class:`ModelSpectra` (``memo``, not pickled); each call gets its own copy.
+    """
     ref = params.reference if params is not None else None
+    hit = spectra.memo.get(("matrix_norms", id(ref)))
+    if hit is not None and hit[0] is ref:  # the reference is held with the table: its id stays its own
+        return hit[1].copy()
+    df = _matrix_norms(spectra, ref)
+    spectra.memo[("matrix_norms", id(ref))] = (ref, df)
+    return df.copy()
+
+
+def _matrix_norms(spectra: ModelSpectra, ref: ModelSpectra | None) -> pd.DataFrame:
     rows = []
     for layer, head, kind, ms in spectra.matrices():
         s = ms.values.double().numpy()

@@ -29,7 +29,7 @@ from specbound.bounds.base import (
     logsumexp,
     safe_log,
 )
-from specbound.measures import log_schatten, numerical_rank
+from specbound.measures import log_schatten_grid, numerical_rank
 from specbound.spectra.model import ModelSpectra
 
 
@@ -52,17 +52,19 @@ def ln_term_curve(s: np.ndarray, r: int, ln_c: float, N: int, grid: np.ndarray) 
     ``ln_c`` = ln(γ*·α·L) (may be ``-inf``), ``N`` the hidden size.
     """
     lnN = math.log(N)
+    grid = np.asarray(grid, dtype=np.float64)
     out = np.empty(grid.size)
-    for i, p in enumerate(grid):
-        if p == 0:
-            rank = numerical_rank(s, r)
-            out[i] = 0.5 * (lnN + math.log(rank)) if rank > 0 else -math.inf
-            continue
-        lsp = log_schatten(s, float(p))
-        if lsp == -math.inf or ln_c == -math.inf:
-            out[i] = -math.inf
-            continue
-        out[i] = (lsp + p * ln_c + (p + 1.0) * lnN) / (p + 2.0)
+    zero = grid == 0
+    if zero.any():
+        rank = numerical_rank(s, r)
+        out[zero] = 0.5 * (lnN + math.log(rank)) if rank > 0 else -math.inf
+    p = grid[~zero]
+    if p.size:
+        lsp = log_schatten_grid(s, p)  # -inf for the zero matrix
+        if ln_c == -math.inf or not np.isfinite(lsp).all():
+            out[~zero] = -math.inf
+        else:
+            out[~zero] = (lsp + p * ln_c + (p + 1.0) * lnN) / (p + 2.0)
     return out
 
 

@@ -15,13 +15,14 @@ kept for parity checks; its "zero" singular values are floating-point noise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
+from specbound.npkernels import gram_eigenvalues_numpy
 from specbound.weights.canonical import LayerWeights
 
 FFMethod = Literal["auto", "gram", "svd"]
@@ -182,26 +183,22 @@ def gram_lower(M: torch.Tensor) -> torch.Tensor:
 def gram_eigenvalues(M: torch.Tensor) -> torch.Tensor:
     """Eigenvalues (descending, in ``M``'s dtype, on ``M``'s device) of the smaller Gram matrix of ``M``.
 
-    On the CPU through numpy: ``A @ A.T`` of an array with its own transpose is one BLAS ``syrk``
-    (half the multiply-adds of a general product) and ``numpy.linalg.eigvalsh`` is LAPACK
-    ``syevd``. With the OpenBLAS that numpy wheels ship this pair ran 1.4× faster than torch's
-    (MKL) ``gram_lower`` + ``eigvalsh`` on this project's machine (AMD EPYC, ``bench/``); the
-    threads numpy's BLAS uses are set by :func:`specbound.spectra.model.task_threads`. Same
-    arithmetic in the same dtype, so the same accuracy (results differ from torch's in the last
-    bits). On other devices: :func:`gram_lower` and ``torch.linalg.eigvalsh``.
+    On the CPU through numpy (:func:`specbound.npkernels.gram_eigenvalues_numpy`: BLAS ``syrk`` +
+    LAPACK ``syevd``). With the OpenBLAS that numpy wheels ship this pair ran 1.4× faster than
+    torch's (MKL) :func:`gram_lower` + ``eigvalsh`` on this project's machine (AMD EPYC,
+    ``bench/``); the threads numpy's BLAS uses are set by
+    :func:`specbound.spectra.model.task_threads`. Same arithmetic in the same dtype, so the same
+    accuracy (results differ from torch's in the last bits). On other devices: :func:`gram_lower`
+    and ``torch.linalg.eigvalsh``.
     """
     if M.device.type != "cpu":
         return torch.linalg.eigvalsh(gram_lower(M), UPLO="L").flip(-1)
-    A = M.detach().numpy()
-    if A.shape[0] > A.shape[1]:
-        A = A.T
-    if not (A.flags.c_contiguous or A.flags.f_contiguous):  # a strided view: BLAS needs one unit stride
-        A = np.ascontiguousarray(A)
-    lam = np.linalg.eigvalsh(A @ A.T)
-    return torch.from_numpy(np.ascontiguousarray(lam[::-1]))
+    return torch.from_numpy(gram_eigenvalues_numpy(M.detach().numpy()))
 
 
-def ff_singular_values(M: torch.Tensor, method: FFMethod = "auto") -> tuple[torch.Tensor, str]:
+def ff_singular_values(
+    M: torch.Tensor, method: FFMethod = "auto", lam: torch.Tensor | None = None
+) -> tuple[torch.Tensor, str]:
     """Singular values of a dense matrix ``M`` (descending) and the route taken.
 
     ``gram``: ``σ = sqrt(eig(G))`` with ``G`` the smaller Gram matrix (``M Mᵀ`` or ``Mᵀ M``).
@@ -210,10 +207,12 @@ def ff_singular_values(M: torch.Tensor, method: FFMethod = "auto") -> tuple[torc
     that estimate for the smallest eigenvalue is below :data:`GRAM_TOLERANCE` of the dtype
     (1e-8 in float64), i.e. when ``λ_min ≥ n·ε·λ_max / (2·tol)``; otherwise it falls back to
     the SVD (``torch.linalg.svdvals``), which is accurate to ``ε·σ_1`` for every value.
+    ``lam``: :func:`gram_eigenvalues` of ``M`` if already computed (the CLI's warm start).
     """
     if method == "svd":
         return _descending(torch.linalg.svdvals(M)), "svd"
-    lam = gram_eigenvalues(M)
+    if lam is None:
+        lam = gram_eigenvalues(M)
     if method == "gram":
         return lam.clamp_min(0).sqrt(), "gram"
     n = lam.shape[-1]
@@ -300,6 +299,7 @@ def layer_spectra_tasks(
     device: torch.device | str,
     dtype: torch.dtype,
     ff_method: FFMethod = "auto",
+    ff_eigenvalues: "Callable[[str | None, torch.Tensor], torch.Tensor | None] | None" = None,
 ) -> LayerSpectra:
     """:func:`layer_spectra` (factored route) of the layer *as read*, as four tasks on ``executor``.
 
@@ -308,13 +308,16 @@ def layer_spectra_tasks(
     on ``device``, so conversions run in parallel too. The numbers are those of
     :func:`layer_spectra` on ``lw.to(device, dtype)``: the same operations on the same values,
     only run concurrently (torch releases the GIL in them). Returns when all four are done.
+    ``ff_eigenvalues(name, raw)``: Gram eigenvalues of a feed-forward matrix computed beforehand
+    (the CLI's warm start, ``specbound/warmstart.py``), or ``None`` to compute them here.
     """
     def up(t: torch.Tensor) -> torch.Tensor:
         return t.to(device=device, dtype=dtype)
 
-    def ff(raw: torch.Tensor) -> tuple[MatrixSpectrum, float]:
+    def ff(raw: torch.Tensor, kind: str) -> tuple[MatrixSpectrum, float]:
         M = up(raw)
-        s, how = ff_singular_values(M, ff_method)
+        lam = ff_eigenvalues(lw.names.get(kind), raw) if ff_eigenvalues is not None else None
+        s, how = ff_singular_values(M, ff_method, lam=lam)
         spec = MatrixSpectrum(s.cpu(), *M.shape, _column_norms_21(M), how)
         return spec, _abs_total(M, raw)  # last use of M (abs in place)
 
@@ -334,8 +337,8 @@ def layer_spectra_tasks(
         del A, B
         return specs, (_heads_abs(a, a_raw), _heads_abs(b, b_raw))  # last use of a, b (abs in place)
 
-    f_in = executor.submit(ff, lw.M_in)
-    f_out = executor.submit(ff, lw.M_out)
+    f_in = executor.submit(ff, lw.M_in, "M_in")
+    f_out = executor.submit(ff, lw.M_out, "M_out")
     f_qk = executor.submit(product, lw.W_Q, lw.W_K, "qk")
     f_ov = executor.submit(product, lw.W_V, lw.W_O, "ov")
     (m_in, t_in), (m_out, t_out) = f_in.result(), f_out.result()

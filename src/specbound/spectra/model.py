@@ -6,19 +6,28 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from specbound.errors import InputError
-from specbound.spectra.core import FFMethod, LayerSpectra, MatrixSpectrum, layer_spectra, layer_spectra_tasks
+from specbound.npkernels import blas_threads
+from specbound.spectra.core import (
+    _INLINE,
+    FFMethod,
+    LayerSpectra,
+    MatrixSpectrum,
+    layer_spectra,
+    layer_spectra_tasks,
+)
 from specbound.weights.canonical import ModelInfo, TransformerWeights
 
 if TYPE_CHECKING:
     from specbound.spectra.approx import ApproxOptions
     from specbound.spectra.cache import SpectraCache
+    from specbound.warmstart import WarmStart
 
 KINDS = ("QK", "OV", "M_in", "M_out")
 
@@ -50,21 +59,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 #: At most this many concurrent linear-algebra tasks per layer (a layer has four: M_in, M_out, QK, OV).
 MAX_TASKS = 4
-
-
-@contextmanager
-def blas_threads(n: int) -> Iterator[None]:
-    """numpy's BLAS/LAPACK (OpenBLAS in numpy wheels) on at most ``n`` threads, restored on exit.
-
-    The CPU Gram route (:func:`~specbound.spectra.core.gram_eigenvalues`) runs on numpy, whose
-    BLAS otherwise starts a thread per core for every call: next to torch's threads, or several
-    calls side by side, that oversubscribes the cores. ``threadpoolctl`` sets the limit of the
-    BLAS libraries loaded in the process (a process-wide setting, as ``torch.set_num_threads``).
-    """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=max(1, n), user_api="blas"):
-        yield
 
 
 @contextmanager
@@ -109,6 +103,13 @@ class ModelSpectra:
     approx: bool = False
     #: ``{"dir", "hits", "misses", "corrupt", "writes"}`` when a spectra cache was used
     cache_stats: dict[str, Any] | None = None
+    #: tables derived from these spectra, built once (e.g. ``bounds.norms.matrix_norms``); not pickled
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["memo"] = {}
+        return state
 
     def matrix(self, layer: int, head: int, kind: str) -> MatrixSpectrum:
         ls = self.layers[layer]
@@ -155,6 +156,7 @@ def compute_spectra(
     progress: Progress | None = None,
     cache: "str | os.PathLike | SpectraCache | None" = None,
     approx: "bool | ApproxOptions | None" = None,
+    warm: "WarmStart | None" = None,
 ) -> ModelSpectra:
     """Spectra of every layer; one layer's weights are resident at a time.
 
@@ -163,7 +165,11 @@ def compute_spectra(
     the content of the tensors they come from; blocks found there are not recomputed.
     ``approx``: ``True`` or :class:`~specbound.spectra.approx.ApproxOptions` for matrix-free
     estimates of the feed-forward spectra (``spectra/approx.py``).
+    ``warm``: the CLI's :class:`~specbound.warmstart.WarmStart`: stopped here, and the Gram
+    eigenvalues it computed are used for the matrices they belong to (factored CPU route only).
     """
+    if warm is not None:
+        warm.stop()  # no thread of it runs from here on: one layer at a time, as always
     wdtype = resolve_dtype(dtype)
     dev = resolve_device(device)
     if ff_method not in ("auto", "gram", "svd"):
@@ -189,11 +195,13 @@ def compute_spectra(
         is_approx = any(isinstance(m, ApproxSpectrum) for ls in out for m in (ls.m_in, ls.m_out))
         stats = None if store is None else {"dir": str(store.root), **store.stats.to_dict()}
         return ModelSpectra(weights.info, out, dense=dense, approx=is_approx, cache_stats=stats)
+    lookup = _warm_lookup(warm, wdtype) if warm is not None and dev.type == "cpu" else None
     with task_threads(dev) as pool:
         for i in range(L):
-            if pool is not None and not dense:  # the layer as read: each task upcasts its own tensors
+            if not dense:  # the layer as read: each task upcasts its own tensors
                 lw = weights.layer(i)
-                out.append(layer_spectra_tasks(lw, pool, device=dev, dtype=wdtype, ff_method=ff_method))
+                out.append(layer_spectra_tasks(lw, pool or _INLINE, device=dev, dtype=wdtype, ff_method=ff_method,
+                                               ff_eigenvalues=lookup))
             else:
                 lw = weights.layer(i).to(dev, wdtype)
                 out.append(layer_spectra(lw, dense=dense, ff_method=ff_method))
@@ -201,3 +209,17 @@ def compute_spectra(
             if progress is not None:
                 progress(i + 1, L)
     return ModelSpectra(weights.info, out, dense=dense)
+
+
+#: safetensors dtype codes of the torch dtypes a checkpoint is read in
+_ST_CODE = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def _warm_lookup(warm: "WarmStart", wdtype: torch.dtype) -> Callable[[str | None, torch.Tensor], torch.Tensor | None]:
+    working = str(wdtype).removeprefix("torch.")
+
+    def lookup(name: str | None, raw: torch.Tensor) -> torch.Tensor | None:
+        lam = warm.eigenvalues(name, tuple(raw.shape), _ST_CODE.get(raw.dtype, ""), working)
+        return None if lam is None else torch.from_numpy(lam)
+
+    return lookup

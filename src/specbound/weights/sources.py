@@ -11,11 +11,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from specbound.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the file layout is readable without it
+    import torch
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
@@ -123,6 +124,8 @@ class StateDictSource:
         self.config = config
 
     def keys(self) -> list[str]:
+        import torch
+
         return [k for k, v in self._state.items() if isinstance(v, torch.Tensor)]
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -157,15 +160,10 @@ def _config_of(config: Any) -> dict[str, Any] | None:
     raise InputError(f"config must be a dict, a path to config.json or a transformers config, got {type(config).__name__}.")
 
 
-def _folder_source(folder: Path, config: dict[str, Any] | None) -> TensorSource:
-    cfg_path = folder / "config.json"
-    if config is None:
-        if not cfg_path.is_file():
-            raise InputError(
-                f"{folder}: no config.json in the folder; pass the model config (config=... or "
-                "--config FILE) or a name mapping (--mapping FILE)."
-            )
-        config = _read_config(cfg_path)
+def safetensors_files(folder: Path) -> list[Path]:
+    """The safetensors files of a model folder: the shards listed by ``model.safetensors.index.json``,
+    else every ``*.safetensors`` file (sorted; a tensor in several is read from the last); ``[]``
+    when there are none. A bad index is an error naming it."""
     index = folder / SAFETENSORS_INDEX
     if index.is_file():
         try:
@@ -176,12 +174,26 @@ def _folder_source(folder: Path, config: dict[str, Any] | None) -> TensorSource:
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise InputError(f"{index}: lists shard(s) that are not in the folder: {', '.join(missing)}.")
-        return SafetensorsSource(files, str(folder), config)
-    files = sorted(folder.glob("*.safetensors"))
+        return files
+    return sorted(folder.glob("*.safetensors"))
+
+
+def _folder_source(folder: Path, config: dict[str, Any] | None) -> TensorSource:
+    cfg_path = folder / "config.json"
+    if config is None:
+        if not cfg_path.is_file():
+            raise InputError(
+                f"{folder}: no config.json in the folder; pass the model config (config=... or "
+                "--config FILE) or a name mapping (--mapping FILE)."
+            )
+        config = _read_config(cfg_path)
+    files = safetensors_files(folder)
     if files:
         return SafetensorsSource(files, str(folder), config)
     binfile = folder / "pytorch_model.bin"
     if binfile.is_file():
+        import torch
+
         try:
             state = torch.load(binfile, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:
@@ -235,6 +247,8 @@ def open_source(source: Any, config: Any = None) -> TensorSource:
     its config); or a hub id (``org/name``), taken from the local cache or downloaded.
     ``config`` overrides or supplies the model config (dict, path, or transformers config).
     """
+    import torch
+
     cfg = _config_of(config)
     if isinstance(source, torch.nn.Module):
         if cfg is None and getattr(source, "config", None) is not None:
