@@ -159,6 +159,8 @@ def floor_worker(ckpt: Path, layers: int, out_json: Path) -> None:
     """The bare kernels of the factored analysis (weights already resident in float64)."""
     import torch
 
+    from specbound.spectra.core import gram_eigenvalues
+
     cfg = json.loads((ckpt / "config.json").read_text())
     N, H, Hkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     dh, grp = N // H, H // Hkv
@@ -176,8 +178,8 @@ def floor_worker(ckpt: Path, layers: int, out_json: Path) -> None:
         Rs = [torch.linalg.qr(X, mode="r").R for X in (Wq, Wk, Wv, WoT)]
         torch.linalg.svdvals(Rs[0] @ Rs[1].mT)
         torch.linalg.svdvals(Rs[2] @ Rs[3].mT)
-        torch.linalg.eigvalsh(m_in @ m_in.mT)
-        torch.linalg.eigvalsh(m_out.mT @ m_out)
+        gram_eigenvalues(m_in)  # the analysis's kernel (numpy syrk + eigvalsh on the CPU)
+        gram_eigenvalues(m_out)
         total += time.perf_counter() - t
     out_json.write_text(json.dumps({"s_per_layer": total / layers}))
 

@@ -210,8 +210,7 @@ def analyze(
         )
         return
     warm = None
-    if len(sources) <= 1 and device == "cpu" and not (dense or approx) and cache is None and mapping is None \
-            and ff_method != "svd":
+    if device == "cpu" and not (dense or approx) and cache is None and mapping is None and ff_method != "svd":
         from specbound.warmstart import WarmStart  # numpy only: starts before torch is imported
 
         warm = WarmStart(sources[0] if sources else None, config=config, dtype=dtype).start()
@@ -229,6 +228,9 @@ def analyze(
             written = write_report(report, out_dir, json_path=json_file, csv_path=csv_file, plots=plots)
     except SpecboundError as e:
         fail(str(e))
+    finally:
+        if warm is not None:  # the analysis stops it when it starts; an earlier error must too
+            warm.stop()
     print_summary(report, written, out_dir)
 
 
