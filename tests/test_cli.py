@@ -253,3 +253,45 @@ def test_custom_mapping_through_the_cli_matches_the_adapter(tiny_bert, tmp_path)
     mfile.write_text(json.dumps({k: v for k, v in mapping.items() if k != "K"}))
     res = run("analyze", str(tiny_bert / "model.safetensors"), "--mapping", str(mfile), "--out", str(tmp_path / "x"))
     _assert_fails(res, 1, "K", str(mfile))
+
+
+def test_early_warm_start_only_for_plain_analyze_command_lines(tiny_bert, tmp_path):
+    """main() starts the warm start before typer parses, for `analyze` with one SOURCE and plain
+    options; the command takes it only when typer parsed the same SOURCE, --config and --dtype."""
+    import specbound.cli as cli
+
+    src = str(tiny_bert)
+    cfg = str(tiny_bert / "config.json")
+    cases = {
+        ("analyze", src, "--no-plots", "--out", "o"): (src, None, "float64"),
+        ("analyze", "--dtype=float32", src, "--config", cfg, "--l-phi", "-1"): (src, Path(cfg), "float32"),
+        ("analyze",): (None, None, "float64"),  # the packaged model
+        ("analyze", src, "--dense"): None,
+        ("analyze", src, "--device", "cpu"): None,
+        ("analyze", src, "--cache", "c"): None,
+        ("analyze", src, "--help"): None,
+        ("analyze", src, src): None,
+        ("analyze", src, "--out"): None,  # a value missing: typer reports it
+        ("bounds",): None,
+    }
+    try:
+        for argv, key in cases.items():
+            cli._early_warm_start(list(argv))
+            got = cli._early
+            cli._early = None
+            assert (got[0] if got else None) == key, argv
+            if got:
+                got[1].close()
+        cli._early_warm_start(["analyze", src])
+        assert cli._early is not None
+        warm = cli._early[1]
+        assert cli._take_early_warm_start(src, None, "float32") is None and cli._early is None  # closed
+        assert warm._thread is None or not warm._thread.is_alive()
+        cli._early_warm_start(["analyze", src])
+        warm = cli._early[1]
+        assert cli._take_early_warm_start(src, None, "float64") is warm
+        warm.close()
+    finally:
+        if cli._early is not None:
+            cli._early[1].close()
+            cli._early = None

@@ -24,7 +24,7 @@ def test_import_specbound_is_light():
 def test_cli_module_and_warm_start_import_no_heavy_dependency():
     # `specbound analyze` starts its warm start (numpy only) before torch and pandas are imported:
     # they must not come earlier, or the overlap with their import is lost (warmstart.py)
-    loaded = _loaded_after("import specbound.cli, specbound.warmstart, specbound.npkernels")
+    loaded = _loaded_after("import specbound.cli, specbound.parallel, specbound.warmstart, specbound.npkernels")
     assert not any(loaded.values()), loaded
 
 

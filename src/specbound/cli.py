@@ -209,8 +209,9 @@ def analyze(
             ff_method=ff_method, seq_len=seq_len, init=init, cache=cache, approx=approx,
         )
         return
-    warm = None
-    if device == "cpu" and not (dense or approx) and cache is None and mapping is None and ff_method != "svd":
+    warm = _take_early_warm_start(sources[0] if sources else None, config, dtype)
+    if warm is None and device == "cpu" and not (dense or approx) and cache is None and mapping is None \
+            and ff_method != "svd":
         from specbound.warmstart import WarmStart  # numpy only: starts before torch is imported
 
         warm = WarmStart(sources[0] if sources else None, config=config, dtype=dtype).start()
@@ -229,8 +230,8 @@ def analyze(
     except SpecboundError as e:
         fail(str(e))
     finally:
-        if warm is not None:  # the analysis stops it when it starts; an earlier error must too
-            warm.stop()
+        if warm is not None:  # the analysis stops it when it starts; this also waits and restores
+            warm.close()
     print_summary(report, written, out_dir)
 
 
@@ -309,10 +310,74 @@ def _exit(code: object) -> None:
     os._exit(code)
 
 
+#: ``analyze`` options with which :func:`_early_warm_start` may start: those taking one value and
+#: the plot flags. Any other option (``--dense``, ``--device``, ``--cache``, ``--mapping``,
+#: ``--help`` …) leaves the warm start to the command, which knows what they mean.
+_EARLY_VALUE = {"--out", "--json", "--csv", "--config", "--bounds", "--dtype", "--l-phi", "--grid-m", "--seq-len", "--init"}
+_EARLY_FLAG = {"--plots", "--no-plots"}
+_early: tuple[tuple, object] | None = None
+
+
+def _early_key(source: str | None, config: object, dtype: str) -> tuple:
+    return (source, None if config is None else Path(str(config)), dtype)
+
+
+def _early_warm_start(argv: list[str]) -> None:
+    """Start the warm start (``warmstart.py``) before typer parses the command line.
+
+    typer builds a pydantic adapter for every option first (~0.2 s in which the second core would
+    idle). Only for ``analyze`` with at most one SOURCE and options from :data:`_EARLY_VALUE` /
+    :data:`_EARLY_FLAG`; the command then takes it only if SOURCE, ``--config`` and ``--dtype``
+    are what typer parsed (:func:`_take_early_warm_start`), and closes it otherwise.
+    """
+    global _early
+    if not argv or argv[0] != "analyze":
+        return
+    positional: list[str] = []
+    values: dict[str, str] = {}
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("-") and a != "-":
+            name, eq, val = a.partition("=")
+            if name in _EARLY_FLAG and not eq:
+                i += 1
+                continue
+            if name not in _EARLY_VALUE or (not eq and i + 1 >= len(argv)):
+                return
+            if not eq:
+                i += 1
+                val = argv[i]
+            values[name] = val
+        else:
+            positional.append(a)
+        i += 1
+    if len(positional) > 1:
+        return
+    from specbound.warmstart import WarmStart
+
+    source, config, dtype = (positional or [None])[0], values.get("--config"), values.get("--dtype", "float64")
+    _early = (_early_key(source, config, dtype), WarmStart(source, config=config, dtype=dtype).start())
+
+
+def _take_early_warm_start(source: str | None, config: object, dtype: str):  # -> WarmStart | None
+    """The warm start :func:`_early_warm_start` began, if it is for this SOURCE, config and dtype."""
+    global _early
+    early, _early = _early, None
+    if early is None:
+        return None
+    key, warm = early
+    if key == _early_key(source, config, dtype):
+        return warm
+    warm.close()  # parsed differently from what the early look at the command line saw
+    return None
+
+
 def main() -> None:
     from specbound.parallel import normalise_ray_flag
 
     sys.argv[1:] = normalise_ray_flag(sys.argv[1:])  # `--ray` may be given without an address
+    _early_warm_start(sys.argv[1:])
     try:
         app()
     except SpecboundError as e:  # errors raised while a command builds its inputs

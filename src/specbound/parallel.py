@@ -19,11 +19,12 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from specbound.errors import InputError, SpecboundError
+
+if TYPE_CHECKING:  # the CLI reads its --ray flag through this module before anything heavy loads
+    import pandas as pd
 
 #: Value of ``--ray`` given without an address: start a local Ray instance.
 RAY_LOCAL = "local"
@@ -152,6 +153,8 @@ def analyze_many(
     rows = [r["row"] for r in results if r is not None and "row" in r]
     failed = [(str(s), r["error"]) for s, r in zip(sources, results) if r is not None and "error" in r]
     bound_cols = sorted({k for r in rows for k in r if k.startswith("log10_")})
+    import pandas as pd
+
     table = pd.DataFrame(rows, columns=COMBINED_COLUMNS + bound_cols)
     if rows:
         out.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,9 @@ that time, so the CLI starts a :class:`WarmStart` thread first: it reads the fee
 matrices of a local safetensors checkpoint one at a time (``pread``, no torch) and computes the
 eigenvalues of their Gram matrices with the very kernel the analysis uses
 (:func:`specbound.npkernels.gram_eigenvalues_numpy`) on the second core. When the analysis
-starts (``compute_spectra(..., warm=...)``) it stops the thread (it finishes the matrix it is
-on) and takes those eigenvalues instead of recomputing them; everything else about those
+starts (``compute_spectra(..., warm=...)``) it stops the thread (the matrix in progress is
+finished in the background, and waited for when its layer comes) and takes those eigenvalues
+instead of recomputing them; everything else about those
 matrices (the upcast weights, ‖·‖_{2,1}, ‖·‖_{1,1}, the Gram-route guard) is computed as usual.
 
 Which tensors: those a feed-forward matrix *is*, one stored tensor (possibly transposed), named
@@ -20,7 +21,8 @@ working dtype; the values are bit-identical to the analysis's own (same kernel, 
 the stored tensor or its transpose).
 
 Memory: one feed-forward matrix (as stored and in the working dtype) at a time, and only until
-the analysis starts; afterwards the analysis streams one layer at a time as before.
+the analysis starts (and its first layers, for the matrix in progress then); afterwards the
+analysis streams one layer at a time as before.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from specbound.npkernels import blas_threads, gram_eigenvalues_numpy
+from specbound.npkernels import gram_eigenvalues_numpy
 
 #: The stored tensors that are a feed-forward matrix by themselves, per ``model_type``, relative to
 #: the base model (a task model's key prefix such as ``bert.`` is found as the adapters find it);
@@ -92,6 +95,10 @@ class WarmStart:
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._current: str | None = None
+        self._interval: float | None = None
+        self._limits: Any = None
         try:
             self._plan(source, config)
         except Exception as e:  # the analysis reads the checkpoint itself and reports what is wrong
@@ -140,7 +147,19 @@ class WarmStart:
 
     # -- the thread ------------------------------------------------------------------------------
     def start(self) -> "WarmStart":
+        """Start the thread (nothing when nothing is planned). numpy's BLAS is limited to one thread
+        and the interpreter's switch interval shortened until :meth:`stop` / :meth:`close`."""
         if self.planned and self._thread is None:
+            from threadpoolctl import threadpool_limits
+
+            # one BLAS thread: the other core imports torch, and later the analysis sets its own
+            # limit (``task_threads``); restored by close(), not by the thread, so that its end
+            # cannot raise the limit under the analysis
+            self._limits = threadpool_limits(limits=1, user_api="blas")
+            # the thread needs the GIL for a moment between numpy calls while the main thread
+            # imports; with the default 5 ms interval each handover waits up to that long
+            self._interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._interval, 0.0005))
             self._thread = threading.Thread(target=self._run, name="specbound-warmstart", daemon=True)
             self._thread.start()
         return self
@@ -163,31 +182,57 @@ class WarmStart:
 
     def _run(self) -> None:
         try:
-            with blas_threads(1):  # the other core is importing torch
-                for name, t in self.planned.items():
+            for name, t in self.planned.items():
+                with self._cond:
                     if self._stop.is_set():
                         break
-                    self.results[name] = gram_eigenvalues_numpy(self._read(t))
+                    self._current = name
+                lam = gram_eigenvalues_numpy(self._read(t))
+                with self._cond:
+                    self.results[name] = lam
+                    self._current = None
+                    self._cond.notify_all()
         except Exception as e:  # never fatal: the analysis computes what is missing
             self.error = f"{type(e).__name__}: {e}"
+        finally:
+            with self._cond:
+                self._current = None
+                self._cond.notify_all()
 
     def stop(self) -> None:
-        """Stop after the current matrix and wait for it (no thread runs after this returns)."""
-        self._stop.set()
-        self.join()
+        """Start no further matrix; the one in progress finishes in the background (a lookup of it
+        waits for it). Restores the switch interval: the imports are over."""
+        with self._cond:
+            self._stop.set()
+        if self._interval is not None:
+            sys.setswitchinterval(self._interval)
+            self._interval = None
 
     def join(self) -> None:
         """Wait for the thread (all planned matrices unless :meth:`stop` was called)."""
         if self._thread is not None:
             self._thread.join()
 
+    def close(self) -> None:
+        """Stop, wait for the thread and restore numpy's BLAS thread limit (the CLI's last step)."""
+        self.stop()
+        self.join()
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+
     # -- what the analysis asks ------------------------------------------------------------------
     def eigenvalues(self, name: str | None, shape: tuple[int, ...], dtype: str, working: str) -> np.ndarray | None:
         """The Gram eigenvalues of tensor ``name`` if computed here for exactly that tensor: the same
         stored ``shape`` (or its transpose) and safetensors ``dtype`` code, the ``working`` dtype of
         this warm start, and the file unchanged since it was planned; else ``None``."""
-        lam = self.results.get(name) if name is not None else None
-        if lam is None or working != self.dtype:
+        if name is None or name not in self.planned or working != self.dtype:
+            return None
+        with self._cond:  # the matrix the thread is on when stopped: worth the wait
+            while self._current == name:
+                self._cond.wait()
+            lam = self.results.get(name)
+        if lam is None:
             return None
         t = self.planned[name]
         if dtype != t.dtype or tuple(shape) not in (t.shape, t.shape[::-1]):

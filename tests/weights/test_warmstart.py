@@ -20,6 +20,22 @@ from specbound.warmstart import FF_TENSORS, WarmStart
 from specbound.weights.adapters import open_weights
 
 
+@pytest.fixture(autouse=True)
+def _close_warm_starts(monkeypatch):
+    """Every warm start of a test is closed after it (it limits numpy's BLAS until then)."""
+    started = []
+    start = WarmStart.start
+
+    def tracked(self):
+        started.append(self)
+        return start(self)
+
+    monkeypatch.setattr(WarmStart, "start", tracked)
+    yield
+    for w in started:
+        w.close()
+
+
 def _spectra(rep) -> list[torch.Tensor]:
     return [m.values for *_, m in rep.model_spectra.matrices()]
 
@@ -133,7 +149,40 @@ def test_never_fails_on_bad_input_and_the_analysis_reports_it(tmp_path, saved):
 def test_imports_no_torch(saved):
     _, folder = saved("bert")
     code = ("import sys; from specbound.warmstart import WarmStart; "
-            f"w = WarmStart({str(folder)!r}).start(); w.stop(); "
+            f"w = WarmStart({str(folder)!r}).start(); w.close(); "
             "assert 'torch' not in sys.modules and 'pandas' not in sys.modules, 'imported'; print(len(w.planned))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(2 * L)
+
+
+def test_stopped_while_computing_the_matrix_in_progress_is_finished_and_waited_for(minilm_path):
+    """stop() does not wait; the matrix in progress is finished in the background and a lookup of
+    it waits for it; no further matrix is started. close() restores numpy's BLAS threads and the
+    switch interval."""
+    import time
+
+    from threadpoolctl import threadpool_info
+
+    def blas() -> list[int]:
+        return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+    before, interval = blas(), sys.getswitchinterval()
+    warm = WarmStart(minilm_path)  # 384 x 1536 matrices: long enough to be caught on one
+    warm.start()
+    assert all(n == 1 for n in blas())
+    deadline = time.monotonic() + 30
+    while warm._current is None and time.monotonic() < deadline:  # wait until it is on a matrix
+        time.sleep(0.0002)
+    with warm._cond:
+        current, done = warm._current, len(warm.results)
+        warm.stop()
+    if current is None:
+        pytest.skip("the thread finished every matrix before it could be stopped")
+    t = warm.planned[current]
+    lam = warm.eigenvalues(current, t.shape, t.dtype, "float64")  # waits for it
+    assert lam is not None and len(warm.results) == done + 1
+    warm.join()
+    assert len(warm.results) == done + 1  # nothing started after stop()
+    assert sys.getswitchinterval() == interval
+    warm.close()
+    assert blas() == before

@@ -169,7 +169,7 @@ def compute_spectra(
     eigenvalues it computed are used for the matrices they belong to (factored CPU route only).
     """
     if warm is not None:
-        warm.stop()  # no thread of it runs from here on: one layer at a time, as always
+        warm.stop()  # no further matrix: from here on one layer at a time, as always
     wdtype = resolve_dtype(dtype)
     dev = resolve_device(device)
     if ff_method not in ("auto", "gram", "svd"):
