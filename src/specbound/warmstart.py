@@ -81,7 +81,8 @@ class WarmStart:
     """A thread computing feed-forward Gram eigenvalues of a safetensors checkpoint before torch is up.
 
     ``WarmStart(source, config=None, dtype="float64").start()``; the analysis calls :meth:`stop`
-    and :meth:`eigenvalues`. ``source``: a model folder or a ``.safetensors`` file (``None``: the
+    and :meth:`eigenvalues`; whoever started it calls :meth:`close` at the end (it limits numpy's
+    BLAS to one thread and shortens the interpreter's switch interval until then). ``source``: a model folder or a ``.safetensors`` file (``None``: the
     packaged default model); ``config``: a config path or dict overriding ``config.json``.
     ``planned``: the tensors it would compute, in layer order; ``why_not``: why there are none.
     """
@@ -243,7 +244,8 @@ class WarmStart:
             return None
         if (st.st_size, st.st_mtime_ns) != t.stamp:
             return None
-        self.used += 1
+        with self._cond:  # two analysis tasks may ask at once
+            self.used += 1
         return lam
 
     def summary(self) -> dict[str, Any]:
