@@ -226,6 +226,7 @@ def test_main_job_subprocess_on_default_model(tmp_path, minilm_path):
     # whatever it finished was used (tests/weights/test_warmstart.py: bit-identical results)
     warm = doc["options"]["warm_start"]
     assert warm["planned"] == 12 and warm["used"] == warm["computed"] <= 12 and "error" not in warm
+    assert ("while torch was loading" in res.stdout) == (warm["used"] > 0)
 
 
 def test_custom_mapping_through_the_cli_matches_the_adapter(tiny_bert, tmp_path):

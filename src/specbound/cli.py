@@ -119,7 +119,10 @@ def print_summary(report, written: list[Path], out_dir: Path | None) -> None:
             f"{n_params:,} parameters; listed in not_analysed.csv / report.json.",
             highlight=False,
         )
-    out.print(f"Analysed {len(mat)} matrices in {report.elapsed_s:.2f} s.", highlight=False)
+    warm = report.options.get("warm_start") or {}
+    early = (f" ({warm['used']} feed-forward spectra were computed before, while torch was loading)"
+             if warm.get("used") else "")
+    out.print(f"Analysed {len(mat)} matrices in {report.elapsed_s:.2f} s{early}.", highlight=False)
     if out_dir is not None:
         out.print(f"Report written to [bold]{out_dir}[/]", highlight=False)
     for p in written:
