@@ -119,12 +119,16 @@ def weight_norms(lw: LayerWeights) -> WeightNorms:
         t = getattr(lw, k)
         totals[k] = float(t.abs().sum(dtype=torch.float64))
         params[k] = t.numel()
-    vectors = {
+    return WeightNorms(heads=heads, totals=totals, vectors=_vector_norms(lw), params=params)
+
+
+def _vector_norms(lw: LayerWeights) -> dict[str, tuple[str, float]]:
+    """``WeightNorms.vectors``: label and ‖v‖_1 of every 1-D tensor of ``lw.extras``."""
+    return {
         name: (vector_label(name), float(v.detach().abs().sum(dtype=torch.float64)))
         for name, v in lw.extras.items()
         if v.ndim == 1
     }
-    return WeightNorms(heads=heads, totals=totals, vectors=vectors, params=params)
 
 
 def _descending(s: torch.Tensor) -> torch.Tensor:
@@ -142,8 +146,12 @@ def factored_product(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, to
     """
     Ra = torch.linalg.qr(A, mode="r").R  # [H, k, d]
     Rb = torch.linalg.qr(B, mode="r").R
-    s = _descending(torch.linalg.svdvals(Ra @ Rb.mT))
-    return s, torch.linalg.vector_norm(B @ Ra.mT, dim=-1).sum(dim=-1)
+    return _descending(torch.linalg.svdvals(Ra @ Rb.mT)), _norms_21(Ra, B)
+
+
+def _norms_21(Ra: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``‖A Bᵀ‖_{2,1}`` per head from the R factor of ``A``: the sum of the row norms of ``B R_aᵀ``."""
+    return torch.linalg.vector_norm(B @ Ra.mT, dim=-1).sum(dim=-1)
 
 
 def factored_product_spectra(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -153,8 +161,7 @@ def factored_product_spectra(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 
 def product_column_norms_21(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """``‖A[h] B[h]ᵀ‖_{2,1}`` for every h without the product (``[H]``; see :func:`factored_product`)."""
-    Ra = torch.linalg.qr(A, mode="r").R
-    return torch.linalg.vector_norm(B @ Ra.mT, dim=-1).sum(dim=-1)
+    return _norms_21(torch.linalg.qr(A, mode="r").R, B)
 
 
 #: Row-block size of :func:`gram_lower`; smaller Gram matrices are one product.
@@ -347,11 +354,7 @@ def layer_spectra_tasks(
     norms = WeightNorms(
         heads={k: [float(x) for x in v] for k, v in per.items()},
         totals={**{k: float(v.sum()) for k, v in per.items()}, "M_in": t_in, "M_out": t_out},
-        vectors={
-            name: (vector_label(name), float(v.detach().abs().sum(dtype=torch.float64)))
-            for name, v in lw.extras.items()
-            if v.ndim == 1
-        },
+        vectors=_vector_norms(lw),
         params={k: getattr(lw, k).numel() for k in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out")},
     )
     return LayerSpectra(layer=lw.index, qk=qk, ov=ov, m_in=m_in, m_out=m_out, names=lw.names, weight_norms=norms)
