@@ -69,9 +69,9 @@ def dense_worker(ckpt: Path, out_json: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from specbound.bounds import BoundParams, available_bounds
-    from specbound.spectra.core import LayerSpectra, MatrixSpectrum
-    from specbound.spectra.model import ModelSpectra
+    from specbound.bounds import BoundInput, BoundParams, available_bounds
+    from specbound.measures import MatrixTable
+    from specbound.spectra.spectrum import LayerSpectra, MatrixSpectrum, ModelSpectra
     from specbound.weights.canonical import ModelInfo
 
     cfg = json.loads((ckpt / "config.json").read_text())
@@ -98,7 +98,9 @@ def dense_worker(ckpt: Path, out_json: Path) -> None:
             MatrixSpectrum(torch.linalg.svdvals(m_out), F, N, float(m_out.norm(dim=0).sum()), "svd"),
         ))
     ms = ModelSpectra(ModelInfo("bert", L, N, H, H, dh, F, source=str(ckpt)), layers, dense=True)
-    res = {name: b.evaluate(ms, BoundParams()).log10_value for name, b in available_bounds().items()
+    params = BoundParams()
+    inp = BoundInput(ms.info, MatrixTable.build(ms, l_phi=params.l_phi), ms)
+    res = {name: b.evaluate(inp, params).log10_value for name, b in available_bounds().items()
            if name in ("spectrum_adaptive", "edelman")}
     out_json.write_text(json.dumps(res))
 
@@ -130,7 +132,7 @@ def floor_worker(ckpt: Path, out_json: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from specbound.spectra.core import gram_eigenvalues
+    from specbound.spectra.kernels import gram_eigenvalues
 
     cfg = json.loads((ckpt / "config.json").read_text())
     L, N, H = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"]
@@ -151,7 +153,7 @@ def floor_worker(ckpt: Path, out_json: Path) -> None:
 
 
 def _floor_tasks(sd: dict, L: int, N: int, H: int, dh: int) -> float:
-    """The kernels specbound runs, scheduled as it schedules them (spectra/model.py ``task_threads``):
+    """The kernels specbound runs, scheduled as it schedules them (spectra/compute.py ``task_threads``):
     per layer four tasks (QK, OV, M_in, M_out) on ``n`` worker threads with one torch thread and
     one numpy BLAS thread each; the feed-forward spectra through ``gram_eigenvalues`` (numpy
     ``syrk`` + ``eigvalsh`` on the CPU), the products through the QR cores."""
@@ -159,8 +161,8 @@ def _floor_tasks(sd: dict, L: int, N: int, H: int, dh: int) -> float:
 
     import torch
 
-    from specbound.spectra.core import gram_eigenvalues
-    from specbound.npkernels import blas_threads
+    from specbound.spectra.kernels import gram_eigenvalues
+    from specbound.spectra.kernels import blas_threads
 
     n = torch.get_num_threads()
     if n < 2:
@@ -276,10 +278,8 @@ def main() -> None:
             "speedup_fastest_runs": round(min(runs["dense"]) / min(runs["specbound"]), 1),
             "peak_rss_specbound_MB": round(rss["specbound"]),
             "peak_rss_dense_MB": round(rss["dense"]),
-            # the analysis after start-up; the feed-forward matrices the warm start finished while
-            # torch was importing (CLI only, specbound/warmstart.py) are not in it
+            # the analysis after start-up (imports excluded)
             "analysis_only_s": round(fac["elapsed_s"], 2),
-            "warm_start": fac["options"].get("warm_start"),
             "floor_kernels_s": round(floor, 2),
             "floor_kernels_tasks_s": round(floor_tasks, 2),
             "analysis_over_floor": round(fac["elapsed_s"] / floor_min, 2),

@@ -159,7 +159,7 @@ def floor_worker(ckpt: Path, layers: int, out_json: Path) -> None:
     """The bare kernels of the factored analysis (weights already resident in float64)."""
     import torch
 
-    from specbound.spectra.core import gram_eigenvalues
+    from specbound.spectra.kernels import gram_eigenvalues
 
     cfg = json.loads((ckpt / "config.json").read_text())
     N, H, Hkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -189,7 +189,7 @@ def approx_worker(sizes: str, out_json: Path) -> None:
     import torch
 
     from specbound.spectra.approx import ApproxOptions, approx_spectrum
-    from specbound.spectra.core import ff_singular_values
+    from specbound.spectra.kernels import ff_singular_values
 
     rows = []
     for N in (int(x) for x in sizes.split(",")):

@@ -1,17 +1,25 @@
-"""Per-matrix measures of ``bounds.md`` §3, from a spectrum.
+"""Per-matrix measures of ``bounds.md`` §3 and the one table that holds them all.
 
-Every function takes the singular values ``s`` (descending, float64 numpy array; listed values
-only — the exact zeros of a factored spectrum contribute nothing to any of these, except
-through ``r`` in the rank threshold) and returns a float.
+The functions take the singular values ``s`` of one matrix (descending, float64 numpy array;
+listed values only — the exact zeros of a factored spectrum contribute nothing to any of these,
+except through ``r`` in the rank threshold) and return a float. Conventions for the zero matrix
+(σ_1 = 0): rank 0, stable rank 0, effective rank 0, every log ``-inf``.
 
-Conventions for the zero matrix (σ_1 = 0): rank 0, stable rank 0, effective rank 0.
+:class:`MatrixTable` is built once per analysis from the spectra and is what every bound family
+reads (``bounds.md`` §3–§6): one row per analysed matrix, keyed by ``(layer, head, kind)``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from specbound.spectra.spectrum import ModelSpectra
 
 RANK_RTOL = 1e-10
 
@@ -87,3 +95,153 @@ def effective_rank(s: np.ndarray) -> float:
         return 0.0
     q = s[s > 0] / total
     return float(math.exp(-float(np.sum(q * np.log(q)))))
+
+
+def safe_log(x: np.ndarray | float) -> np.ndarray:
+    """Natural log with ``log 0 = -inf`` and no warning (inputs are ≥ 0)."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(x, dtype=np.float64))
+
+
+def logsumexp(x: np.ndarray) -> float:
+    """``ln Σ exp(x)`` over the finite entries; ``-inf`` when there are none."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return -math.inf
+    m = float(x.max())
+    return m + math.log(float(np.exp(x - m).sum()))
+
+
+def log_frobenius2(s: np.ndarray) -> float:
+    """``ln ‖A‖_F² = ln Σ σ_i²`` (``-inf`` for the zero matrix), in log space."""
+    return logsumexp(2.0 * safe_log(s[s > 0])) if (s > 0).any() else -math.inf
+
+
+def ln_alpha(spectra: "ModelSpectra", l_phi: float) -> np.ndarray:
+    """``ln α[ℓ]`` of ``bounds.md`` §4, ``[L]``; the last layer has α = 1.
+
+    α[ℓ] = Π_{k>ℓ} L_φ · C_2(M_in[k]) · C_2(M_out[k]) · Σ_h C_2(OV[k,h]) · (1 + 4 C_2(QK[k,h]))
+    """
+    c2 = spectra.spectral_norms()
+    per_layer = (
+        math.log(l_phi)
+        + safe_log(c2["M_in"])
+        + safe_log(c2["M_out"])
+        + safe_log(np.sum(c2["OV"] * (1.0 + 4.0 * c2["QK"]), axis=1))
+    )  # [L]: ln of the factor contributed by layer k
+    L = per_layer.size
+    out = np.zeros(L)
+    for ell in range(L - 2, -1, -1):
+        out[ell] = out[ell + 1] + per_layer[ell + 1]
+    return out
+
+
+def ln_gammas(spectra: "ModelSpectra") -> dict[str, np.ndarray]:
+    """``ln γ*`` per kind (``bounds.md`` §4): QK ``2·C_2(OV)·C_2(M_out)·C_2(M_in)``, OV
+    ``C_2(M_out)·C_2(M_in)`` (``[L, H]``), M_in ``C_2(M_out)``, M_out 1 (``[L]``)."""
+    c2 = spectra.spectral_norms()
+    ln_in, ln_out = safe_log(c2["M_in"]), safe_log(c2["M_out"])
+    ff = (ln_in + ln_out)[:, None]
+    return {
+        "QK": math.log(2.0) + safe_log(c2["OV"]) + ff,
+        "OV": np.broadcast_to(ff, c2["OV"].shape).copy(),
+        "M_in": ln_out.copy(),
+        "M_out": np.zeros_like(ln_out),
+    }
+
+
+#: Columns of :attr:`MatrixTable.frame`, in order; see :class:`MatrixTable`.
+TABLE_COLUMNS = [
+    "layer", "head", "kind", "rows", "cols", "r", "rank", "spectral_norm", "frobenius", "nuclear",
+    "stable_rank", "effective_rank", "norm_21", "ln_spec", "ln_fro2", "ln_21", "ln_d_spec",
+    "ln_d_fro2", "ln_d_21", "ln_l11", "ln_gamma", "ln_alpha", "method", "approximate",
+]
+KEY = ["layer", "head", "kind"]
+
+
+class MatrixTable:
+    """Every per-matrix quantity of an analysis, one row per matrix, keyed by ``(layer, head, kind)``.
+
+    Rows are in the order of :meth:`ModelSpectra.matrices` (layer by layer: QK[ℓ, 0..H−1],
+    OV[ℓ, 0..H−1], M_in[ℓ], M_out[ℓ]; ``head`` −1 for the feed-forward matrices). Columns
+    (:data:`TABLE_COLUMNS`; logs are natural, ``-inf`` for a zero norm):
+
+    ========================= ===================================================================
+    ``rows``, ``cols``, ``r``  shape (row-vector orientation) and ``r = min(rows, cols)``
+    ``rank``                   numerical rank ``S_0`` (:func:`numerical_rank`)
+    ``spectral_norm`` …        ``σ_1``, ``‖A‖_F``, ``‖A‖_*``, stable rank, effective rank (§3)
+    ``norm_21``                ``‖A‖_{2,1} = Σ_j ‖A[:, j]‖₂``
+    ``ln_spec``, ``ln_fro2``,  ``ln σ_1``, ``ln ‖A‖_F²``, ``ln ‖A‖_{2,1}``
+    ``ln_21``
+    ``ln_d_*``                 the same norms of ``A − A_0`` for a reference (``--init``); equal to
+                               ``ln_*`` (distance to 0) without one (``reference`` says which)
+    ``ln_l11``                 QK: ``ln ‖W_Q[h]‖_{1,1} + ln ‖W_K[g(h)]‖_{1,1}``; OV: ``ln ‖W_V[g(h)]‖_{1,1}
+                               + ln ‖W_O[h]‖_{1,1}``; M: ``ln ‖M‖_{1,1}`` (NaN without weight norms)
+    ``ln_gamma``, ``ln_alpha`` ``ln γ*(A)`` and ``ln α[ℓ]`` of §4 (α with the given ``L_φ``)
+    ``method``, ``approximate`` how the spectrum was obtained; whether it is an estimate
+    ========================= ===================================================================
+    """
+
+    def __init__(self, frame: "pd.DataFrame", reference: bool = False):
+        self.frame = frame
+        self.reference = reference
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @classmethod
+    def build(cls, spectra: "ModelSpectra", *, l_phi: float, reference: "ModelSpectra | None" = None) -> "MatrixTable":
+        """The table of ``spectra``; ``reference``: the spectra of the differences ``A − A_0``."""
+        import pandas as pd
+
+        la = ln_alpha(spectra, l_phi)
+        lg = ln_gammas(spectra)
+        g = spectra.info.kv_index().numpy()
+        rows = []
+        for layer, head, kind, ms in spectra.matrices():
+            s = ms.values.double().numpy()
+            wn = spectra.layers[layer].weight_norms
+            row = {
+                "layer": layer, "head": head, "kind": kind, "rows": ms.rows, "cols": ms.cols, "r": ms.r,
+                "rank": numerical_rank(s, ms.r), "spectral_norm": spectral_norm(s), "frobenius": frobenius(s),
+                "nuclear": nuclear(s), "stable_rank": stable_rank(s), "effective_rank": effective_rank(s),
+                "norm_21": ms.norm_21,
+                "ln_spec": float(safe_log(s[0])) if s.size else -math.inf,
+                "ln_fro2": log_frobenius2(s),
+                "ln_21": float(safe_log(ms.norm_21)),
+                "ln_l11": math.nan if wn is None else _ln_l11(wn, kind, head, g),
+                "ln_gamma": float(lg[kind][layer, head] if head >= 0 else lg[kind][layer]),
+                "ln_alpha": float(la[layer]),
+                "method": ms.method,
+                "approximate": ms.approximate,
+            }
+            if reference is not None:
+                d = reference.matrix(layer, head, kind)
+                ds = d.values.double().numpy()
+                row.update(ln_d_spec=float(safe_log(ds[0])) if ds.size else -math.inf,
+                           ln_d_fro2=log_frobenius2(ds), ln_d_21=float(safe_log(d.norm_21)))
+            else:
+                row.update(ln_d_spec=row["ln_spec"], ln_d_fro2=row["ln_fro2"], ln_d_21=row["ln_21"])
+            rows.append(row)
+        return cls(pd.DataFrame(rows, columns=TABLE_COLUMNS), reference=reference is not None)
+
+    def values(self, column: str, kind: str) -> np.ndarray:
+        """``column`` of the matrices of ``kind`` as an array: ``[L, H]`` for QK/OV, ``[L]`` for M_in/M_out."""
+        sel = self.frame[self.frame["kind"] == kind]
+        v = sel[column].to_numpy()
+        if kind in ("QK", "OV"):
+            return v.reshape(sel["layer"].nunique(), -1)
+        return v
+
+    def zero_matrices(self) -> "pd.DataFrame":
+        """The rows whose matrix is zero (``σ_1 = 0``)."""
+        return self.frame[~np.isfinite(self.frame["ln_spec"].to_numpy())]
+
+
+def _ln_l11(wn, kind: str, head: int, g: np.ndarray) -> float:  # type: ignore[no-untyped-def]
+    if kind == "QK":
+        return float(safe_log(wn.heads["W_Q"][head]) + safe_log(wn.heads["W_K"][g[head]]))
+    if kind == "OV":
+        return float(safe_log(wn.heads["W_V"][g[head]]) + safe_log(wn.heads["W_O"][head]))
+    return float(safe_log(wn.totals[kind]))

@@ -16,7 +16,7 @@ import torch
 import specbound
 import specbound.bounds as bmod
 from specbound.bounds import Bound, BoundError, BoundResult, NotApplicable, available_bounds, register_bound
-from specbound.bounds.reference import difference_weights, reference_spectra
+from specbound.spectra.compute import compute_spectra
 from specbound.errors import InputError
 from specbound.report.io import report_json
 from specbound.weights.canonical import LayerWeights, ModelInfo, TransformerWeights
@@ -172,7 +172,7 @@ def test_distances_to_a_reference_against_brute_force(kw):
 
 def test_difference_model_spectra_equal_formed_differences():
     tw, tw0 = make_model(H=4, Hkv=2, seed=1), make_model(H=4, Hkv=2, seed=2)
-    ds = reference_spectra(tw, tw0)
+    ds = compute_spectra(tw, reference=tw0)
     m, m0 = formed(tw), formed(tw0)
     for layer, head, kind, ms in ds.matrices():
         h = max(head, 0)
@@ -180,12 +180,12 @@ def test_difference_model_spectra_equal_formed_differences():
         s = np.linalg.svd(D, compute_uv=False)
         np.testing.assert_allclose(ms.full().numpy()[: ms.values.numel()], s[: ms.values.numel()], rtol=1e-9, atol=1e-12 * s[0])
         assert ms.norm_21 == pytest.approx(np.linalg.norm(D, axis=0).sum(), rel=1e-9)
-    assert difference_weights(tw, tw0).info.d_head == 2 * tw.info.d_head
+    assert ds.info.d_head == 2 * tw.info.d_head and ds.info.n_kv_heads == tw.info.n_heads
 
 
 def test_init_equal_to_the_model_gives_zero_distances_and_explicit_notes():
     tw = make_model()
-    ds = reference_spectra(tw, tw)
+    ds = compute_spectra(tw, reference=tw)
     assert all(float(ms.values.abs().max()) == 0.0 and ms.norm_21 == 0.0 for *_, ms in ds.matrices())
     rep = specbound.analyze(tw, init=tw)
     skipped = {d["bound"]: d["reason"] for d in rep.not_evaluated}
@@ -432,24 +432,3 @@ def test_failing_plugin_is_an_error_naming_it(registry, tmp_path, monkeypatch):
         available_bounds()
 
 
-def test_matrix_norms_table_is_built_once_per_reference_and_not_pickled():
-    """The memoised norms table: the same values as a fresh build, per reference, callers get their
-    own copy, and the memo does not travel in a pickle (Ray returns reports by pickle)."""
-    import pickle
-
-    from specbound.bounds.base import BoundParams
-    from specbound.bounds.norms import _matrix_norms, matrix_norms
-    from specbound.spectra import compute_spectra
-
-    tw, tw0 = make_model(H=4, Hkv=2, seed=1), make_model(H=4, Hkv=2, seed=2)
-    ms, ref = compute_spectra(tw), reference_spectra(tw, tw0)
-    with_ref = BoundParams(reference=ref)
-    a = matrix_norms(ms)
-    a["ln_spec"] = 0.0  # a caller's copy: must not reach the memo
-    for params, r in ((None, None), (with_ref, ref), (None, None), (with_ref, ref)):
-        got = matrix_norms(ms, params)
-        fresh = _matrix_norms(ms, r)
-        assert got.equals(fresh)
-    assert not matrix_norms(ms).equals(matrix_norms(ms, with_ref))  # distances differ from norms
-    assert len(ms.memo) == 2
-    assert pickle.loads(pickle.dumps(ms)).memo == {}

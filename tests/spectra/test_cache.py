@@ -14,7 +14,7 @@ import specbound
 from specbound.errors import InputError
 from specbound.spectra.cache import CACHE_FORMAT, SpectraCache, tensor_digest
 from specbound.weights.adapters import open_weights
-from specbound.spectra.model import compute_spectra
+from specbound.spectra.compute import SpectraPolicy, compute_spectra
 
 from builders import write_bert
 
@@ -147,12 +147,12 @@ def test_options_are_part_of_the_key(model, tmp_path):
     cache = tmp_path / "c"
     w = open_weights(model)
     compute_spectra(w, cache=cache)
-    assert compute_spectra(w, cache=cache, dtype="float32").cache_stats["misses"] == 4 * L
+    assert compute_spectra(w, SpectraPolicy(dtype="float32"), cache=cache).cache_stats["misses"] == 4 * L
     # the FF method changes only the feed-forward blocks
-    assert compute_spectra(w, cache=cache, ff_method="svd").cache_stats["misses"] == 2 * L
-    dense = compute_spectra(w, cache=cache, dense=True)
+    assert compute_spectra(w, SpectraPolicy(ff_method="svd"), cache=cache).cache_stats["misses"] == 2 * L
+    dense = compute_spectra(w, SpectraPolicy(dense=True), cache=cache)
     assert dense.cache_stats["misses"] == 4 * L
-    _same_spectra(dense, compute_spectra(w, dense=True))
+    _same_spectra(dense, compute_spectra(w, SpectraPolicy(dense=True)))
 
 
 def test_digest_sees_dtype_shape_and_bytes():

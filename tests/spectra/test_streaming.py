@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from specbound.spectra.approx import ApproxOptions
-from specbound.spectra.model import compute_spectra
+from specbound.spectra.compute import SpectraPolicy, compute_spectra
 from specbound.weights.adapters import adapter_for
 from specbound.weights.sources import open_source
 
@@ -64,10 +64,10 @@ def test_one_layer_resident(tmp_path, mode):
         gc.collect()
         alive_after.append([n for n, r in rec.refs if r() is not None])
 
-    kw = {"cache": tmp_path / "c"} if mode == "cache" else {}
-    if mode == "approx":
-        kw["approx"] = ApproxOptions(min_dim=0, block=2, block_steps=1, probes=2, steps=3)
-    ms = compute_spectra(weights, progress=progress, **kw)
+    cache = tmp_path / "c" if mode == "cache" else None
+    policy = SpectraPolicy(approx=ApproxOptions(min_dim=0, block=2, block_steps=1, probes=2, steps=3)
+                           if mode == "approx" else None)
+    ms = compute_spectra(weights, policy, progress=progress, cache=cache)
     assert len(alive_after) == 3
     assert all(a == [] for a in alive_after), alive_after  # nothing of a finished layer survives
     assert len(rec.refs) >= 3 * 6

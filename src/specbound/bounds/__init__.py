@@ -3,8 +3,12 @@ Python entry points (group ``specbound.bounds``).
 
 A family is any object with the attributes ``name`` (str), ``citation`` (str), ``status``
 (``bound``/``proxy``/``baseline``/``measure``) and a method
-``evaluate(spectra: ModelSpectra, params: BoundParams) -> BoundResult`` (see :class:`BoundLike`);
+``evaluate(inp: BoundInput, params: BoundParams) -> BoundResult`` (see :class:`BoundLike`);
 ``title``, ``assumptions`` and ``needs`` are optional. Subclassing :class:`Bound` gives all of them.
+``inp`` carries the model info, the :class:`~specbound.measures.MatrixTable` (every per-matrix
+measure, α, γ*, the distances to a reference), the spectra and the reference spectra; it also
+answers the spectra's ``layers``, ``matrices()``, ``spectral_norms()`` … so that families written
+for the earlier ``evaluate(spectra, params)`` keep working.
 
 Entry points are loaded lazily, once, by the first :func:`available_bounds` call. An entry point
 may name a :class:`Bound` instance, a class (instantiated without arguments) or a zero-argument
@@ -17,7 +21,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from specbound.bounds.base import Bound, BoundParams, BoundResult, NotApplicable
+from specbound.bounds.base import Bound, BoundInput, BoundParams, BoundResult, NotApplicable, missing_input
 from specbound.bounds.classic import FroOverSpec, LogProdSpec, ParamCount, SumFro
 from specbound.bounds.edelman import Edelman, EdelmanSeqLen
 from specbound.bounds.effective_rank import EffectiveRank
@@ -46,7 +50,7 @@ class BoundLike(Protocol):
     citation: str
     status: str
 
-    def evaluate(self, spectra: Any, params: BoundParams) -> BoundResult: ...
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult: ...
 
 
 def register_bound(bound: Any) -> Any:
@@ -61,7 +65,7 @@ def register_bound(bound: Any) -> Any:
     if not isinstance(name, str) or not name:
         raise ValueError("a bound needs a non-empty 'name'")
     if not callable(getattr(bound, "evaluate", None)):
-        raise ValueError(f"bound {name!r} needs a method evaluate(spectra, params) -> BoundResult")
+        raise ValueError(f"bound {name!r} needs a method evaluate(inp, params) -> BoundResult")
     for attr in ("citation", "status"):
         if not isinstance(getattr(bound, attr, None), str):
             raise ValueError(f"bound {name!r} needs a string attribute {attr!r}")
@@ -109,14 +113,8 @@ def needs_of(bound: Any) -> tuple[str, ...]:
     return tuple(getattr(bound, "needs", ()) or ())
 
 
-def _missing(bound: Any, params: BoundParams) -> str | None:
-    if isinstance(bound, Bound):
-        return bound.missing(params)
-    return Bound.missing(bound, params)  # same rule for structural (Protocol) families
-
-
 def evaluate_bounds(
-    families: Mapping[str, Any], spectra: Any, params: BoundParams, *, explicit: bool = False
+    families: Mapping[str, Any], inp: BoundInput, params: BoundParams, *, explicit: bool = False
 ) -> tuple[dict[str, BoundResult], list[dict[str, str]]]:
     """Evaluate ``families``; return ``(results, not_evaluated)``.
 
@@ -129,14 +127,14 @@ def evaluate_bounds(
     results: dict[str, BoundResult] = {}
     skipped: list[dict[str, str]] = []
     for name, fam in families.items():
-        why = _missing(fam, params)
+        why = missing_input(fam, inp, params)
         if why is not None:
             if explicit:
                 raise InputError(f"bound {name!r} {why}.")
             skipped.append({"bound": name, "reason": why})
             continue
         try:
-            res = fam.evaluate(spectra, params)
+            res = fam.evaluate(inp, params)
         except NotApplicable as e:
             skipped.append({"bound": name, "reason": str(e)})
             continue
@@ -165,31 +163,6 @@ def check_seq_len(seq_len: Any) -> None:
         raise InputError(f"seq_len must be an integer >= 2 (the sequence length T), got {seq_len!r}.")
 
 
-def make_params(
-    weights: Any,
-    *,
-    l_phi: float,
-    grid_m: int | None,
-    seq_len: int | None = None,
-    init: Any = None,
-    dtype: Any = "float64",
-    device: Any = "cpu",
-    dense: bool = False,
-    ff_method: Any = "auto",
-) -> BoundParams:
-    """:class:`BoundParams` for ``analyze``: validates ``seq_len``; with ``init`` computes the spectra
-    of the difference model ``A − A_0`` (:mod:`specbound.bounds.reference`; same architecture required)."""
-    check_seq_len(seq_len)
-    reference = None
-    init_source = None
-    if init is not None:
-        from specbound.bounds.reference import reference_spectra
-
-        reference = reference_spectra(weights, init, dtype=dtype, device=device, dense=dense, ff_method=ff_method)
-        init_source = str(getattr(getattr(init, "info", None), "source", init))
-    return BoundParams(l_phi=l_phi, grid_m=grid_m, seq_len=seq_len, reference=reference, init_source=init_source)
-
-
 for _b in (
     SpectrumAdaptive(), Edelman(), EdelmanSeqLen(), TraugerTewariL11(), TraugerTewariProxy(),
     BartlettSpectral(), NeyshaburPacBayes(), EffectiveRank(), LogProdSpec(), SumFro(), FroOverSpec(), ParamCount(),
@@ -200,6 +173,7 @@ for _b in (
 __all__ = [
     "Bound",
     "BoundError",
+    "BoundInput",
     "BoundLike",
     "BoundParams",
     "BoundResult",
@@ -207,8 +181,8 @@ __all__ = [
     "NotApplicable",
     "available_bounds",
     "evaluate_bounds",
+    "check_seq_len",
     "load_plugins",
-    "make_params",
     "needs_of",
     "register_bound",
 ]

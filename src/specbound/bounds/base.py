@@ -1,5 +1,7 @@
 """What a bound family is: a small object with a name, a citation, its assumptions, and
-``evaluate(spectra, params) -> BoundResult``. Bounds are data in, data out: no I/O.
+``evaluate(inp: BoundInput, params: BoundParams) -> BoundResult``. Bounds are data in, data
+out: the :class:`BoundInput` (model info, :class:`~specbound.measures.MatrixTable`, spectra,
+reference spectra) is built before any bound runs, and a family only applies its formula.
 
 Everything is evaluated in natural-log space; ``BoundResult.value`` is the float when it is
 representable in float64 and ``None`` when it overflows (``log10_value`` is always finite).
@@ -8,13 +10,17 @@ representable in float64 and ``None`` when it overflows (``log10_value`` is alwa
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from specbound.spectra.model import ModelSpectra
+if TYPE_CHECKING:
+    from specbound.measures import MatrixTable
+    from specbound.spectra.spectrum import LayerSpectra, MatrixSpectrum, ModelSpectra
+    from specbound.weights.canonical import ModelInfo
 
 LN10 = math.log(10.0)
 _LN_FLOAT_MAX = math.log(np.finfo(np.float64).max)
@@ -27,19 +33,68 @@ class BoundParams:
     ``l_phi``: Lipschitz constant of the activation (GELU 1.13, ReLU 1).
     ``grid_m``: resolution m of the Schatten-index grid ``{0, 1/m, …, 2}``; ``None`` → ⌈L + ln N⌉.
     ``seq_len``: sequence length T for families with a log T factor (``None``: not given).
-    ``reference``: spectra of the *difference model* ``A − A_0`` against a reference checkpoint
-    (``init=``; see :func:`specbound.bounds.reference.difference_weights`), ``None`` without one.
-    ``init_source``: where the reference came from (for the report).
     """
 
     l_phi: float = 1.13
     grid_m: int | None = None
     seq_len: int | None = None
-    reference: ModelSpectra | None = None
-    init_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"l_phi": self.l_phi, "grid_m": self.grid_m, "seq_len": self.seq_len, "init": self.init_source}
+        return {"l_phi": self.l_phi, "grid_m": self.grid_m, "seq_len": self.seq_len}
+
+
+@dataclass
+class BoundInput:
+    """Everything a family may read, computed before any family runs.
+
+    ``info``: the architecture. ``table``: the :class:`~specbound.measures.MatrixTable` (one row
+    per matrix, every measure of ``bounds.md`` §3, α and γ*, the distances to the reference).
+    ``spectra``: the full spectra (``ModelSpectra``; e.g. for Schatten sums). ``reference``: the
+    spectra of the differences ``A − A_0`` to the ``--init`` checkpoint, ``None`` without one;
+    ``reference_source``: where that checkpoint came from.
+
+    Families written for the earlier ``evaluate(spectra, params)`` signature keep working: the
+    input also answers ``layers``, ``matrices()``, ``matrix()``, ``spectral_norms()``, ``dense``
+    and ``approx`` as the spectra do.
+    """
+
+    info: "ModelInfo"
+    table: "MatrixTable"
+    spectra: "ModelSpectra"
+    reference: "ModelSpectra | None" = None
+    reference_source: str | None = None
+
+    @property
+    def dense(self) -> bool:
+        return self.spectra.dense
+
+    @property
+    def approx(self) -> bool:
+        return self.spectra.approx
+
+    @property
+    def layers(self) -> "list[LayerSpectra]":
+        return self.spectra.layers
+
+    def matrices(self) -> "Iterator[tuple[int, int, str, MatrixSpectrum]]":
+        return self.spectra.matrices()
+
+    def matrix(self, layer: int, head: int, kind: str) -> "MatrixSpectrum":
+        return self.spectra.matrix(layer, head, kind)
+
+    def spectral_norms(self) -> dict[str, np.ndarray]:
+        return self.spectra.spectral_norms()
+
+    def reference_notes(self, what: str) -> list[str]:
+        """The note saying whether distances are to a reference checkpoint or to zero."""
+        if self.reference is not None:
+            return [f"{what} measured as distances A - A_0 to the reference checkpoint {self.reference_source}"]
+        return [f"{what} measured from zero (no reference checkpoint; pass --init / init= for distances to "
+                "initialisation)"]
+
+    def architecture_notes(self) -> list[str]:
+        """The model's violated assumptions, as ``code: message`` lines."""
+        return [f"{n.code}: {n.message}" for n in self.info.notes]
 
 
 class NotApplicable(Exception):
@@ -50,7 +105,9 @@ class NotApplicable(Exception):
 
 @dataclass
 class BoundResult:
-    """A bound's value, in linear and log10 form, the notes on it and its per-term table."""
+    """A bound's value, in linear and log10 form, the notes on it and its per-term table
+    (``terms``: keyed like the MatrixTable, by ``layer``, ``head`` and ``kind`` where the terms are
+    per matrix; by ``layer``, ``head`` and ``weight`` where they are per stored weight)."""
 
     name: str
     log10_value: float
@@ -88,37 +145,25 @@ class Bound:
     #: ``"init?"`` (optional: distances to the reference when given, else to zero)
     needs: ClassVar[tuple[str, ...]] = ()
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
         raise NotImplementedError
 
-    def missing(self, params: BoundParams) -> str | None:
-        """Why the family cannot run with ``params`` (a required input absent), else ``None``."""
-        needs = getattr(self, "needs", ()) or ()
-        if "seq_len" in needs and params.seq_len is None:
-            return "needs the sequence length T (--seq-len / seq_len=)"
-        if "init" in needs and params.reference is None:
-            return "needs a reference checkpoint (--init / init=)"
-        return None
-
-    def architecture_notes(self, spectra: ModelSpectra) -> list[str]:
-        """The model's violated assumptions, as ``code: message`` lines."""
-        return [f"{n.code}: {n.message}" for n in spectra.info.notes]
+    def result(self, inp: BoundInput, ln_value: float, *, notes: list[str], terms: pd.DataFrame,
+               params: dict[str, Any]) -> BoundResult:
+        """A :class:`BoundResult` of this family from its natural-log value; the model's
+        architecture notes are appended to ``notes``."""
+        return BoundResult(name=self.name, log10_value=ln_value / LN10, status=self.status, citation=self.citation,
+                           notes=notes + inp.architecture_notes(), terms=terms, params=params)
 
 
-def safe_log(x: np.ndarray | float) -> np.ndarray:
-    """Natural log with ``log 0 = -inf`` and no warning (inputs are ≥ 0)."""
-    with np.errstate(divide="ignore"):
-        return np.log(np.asarray(x, dtype=np.float64))
-
-
-def logsumexp(x: np.ndarray) -> float:
-    """``ln Σ exp(x)`` over the finite entries; ``-inf`` when there are none."""
-    x = np.asarray(x, dtype=np.float64).ravel()
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return -math.inf
-    m = float(x.max())
-    return m + math.log(float(np.exp(x - m).sum()))
+def missing_input(bound: Any, inp: BoundInput, params: BoundParams) -> str | None:
+    """Why ``bound`` cannot run (a required input of its ``needs`` absent), else ``None``."""
+    needs = getattr(bound, "needs", ()) or ()
+    if "seq_len" in needs and params.seq_len is None:
+        return "needs the sequence length T (--seq-len / seq_len=)"
+    if "init" in needs and inp.reference is None:
+        return "needs a reference checkpoint (--init / init=)"
+    return None
 
 
 def value_from_ln(ln: float) -> float | None:
@@ -128,27 +173,3 @@ def value_from_ln(ln: float) -> float | None:
     if ln >= _LN_FLOAT_MAX:
         return None
     return math.exp(ln)
-
-
-def ln_alpha(spectra: ModelSpectra, l_phi: float) -> np.ndarray:
-    """``ln α[ℓ]`` of ``bounds.md`` §4, ``[L]``; the last layer has α = 1.
-
-    α[ℓ] = Π_{k>ℓ} L_φ · C_2(M_in[k]) · C_2(M_out[k]) · Σ_h C_2(OV[k,h]) · (1 + 4 C_2(QK[k,h]))
-    """
-    c2 = spectra.spectral_norms()
-    per_layer = (
-        math.log(l_phi)
-        + safe_log(c2["M_in"])
-        + safe_log(c2["M_out"])
-        + safe_log(np.sum(c2["OV"] * (1.0 + 4.0 * c2["QK"]), axis=1))
-    )  # [L]: ln of the factor contributed by layer k
-    L = per_layer.size
-    out = np.zeros(L)
-    for ell in range(L - 2, -1, -1):
-        out[ell] = out[ell + 1] + per_layer[ell + 1]
-    return out
-
-
-def ln10(x: np.ndarray | float) -> np.ndarray | float:
-    """Natural log → log10."""
-    return np.asarray(x) / LN10 if isinstance(x, np.ndarray) else x / LN10

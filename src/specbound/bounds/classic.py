@@ -25,9 +25,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from specbound.bounds.base import LN10, Bound, BoundParams, BoundResult, NotApplicable, logsumexp
-from specbound.bounds.norms import matrix_norms, require_nonzero_spectral
-from specbound.spectra.model import ModelSpectra
+from specbound.bounds.base import LN10, Bound, BoundInput, BoundParams, BoundResult, NotApplicable
+from specbound.bounds.spectral_baselines import norms_frame, require_nonzero_spectral
+from specbound.measures import logsumexp
 
 JIANG = "Y. Jiang, B. Neyshabur, H. Mobahi, D. Krishnan, S. Bengio. Fantastic Generalization Measures and Where to Find Them. ICLR 2020"
 MATRICES_NOTE = "matrices: every QK[l,h], OV[l,h] (factored per-head products), M_in[l], M_out[l]"
@@ -37,11 +37,8 @@ class _Classic(Bound):
     status = "measure"
     assumptions = ("defined for a feed-forward chain of weight matrices; here over the analysed matrices",)
 
-    def _result(self, spectra: ModelSpectra, ln_value: float, terms, notes: list[str], params: dict) -> BoundResult:
-        return BoundResult(
-            name=self.name, log10_value=ln_value / LN10, status=self.status, citation=self.citation,
-            notes=notes + self.architecture_notes(spectra), terms=terms, params=params,
-        )
+    def _result(self, inp: BoundInput, ln_value: float, terms, notes: list[str], params: dict) -> BoundResult:
+        return self.result(inp, ln_value, notes=notes, terms=terms, params=params)
 
 
 class LogProdSpec(_Classic):
@@ -49,16 +46,16 @@ class LogProdSpec(_Classic):
     title = "Product of squared spectral norms (log: Jiang et al.'s log-prod-of-spec)"
     citation = f"{JIANG}, Appendix C (spectral measures: log product of spectral norms, after Bartlett et al. 2017)."
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        df = matrix_norms(spectra)
-        require_nonzero_spectral(df, self.name)
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        require_nonzero_spectral(inp)
+        df = norms_frame(inp)
         df["ln_term"] = 2.0 * df["ln_spec"]
         ln = float(df["ln_term"].sum())
         notes = [
             "measure: value = prod_A ||A||_2^2; Jiang et al.'s log-prod-of-spec is ln(value) = log10_value * ln 10",
             MATRICES_NOTE,
         ]
-        return self._result(spectra, ln, df[["layer", "head", "kind", "ln_spec", "ln_term"]], notes,
+        return self._result(inp, ln, df[["layer", "head", "kind", "ln_spec", "ln_term"]], notes,
                             {"n_matrices": len(df), "ln_value": ln})
 
 
@@ -67,8 +64,8 @@ class SumFro(_Classic):
     title = "Sum of squared Frobenius norms, rescaling-invariant form (Jiang et al.'s sum-of-fro)"
     citation = f"{JIANG}, Appendix C (Frobenius measures: sum of Frobenius norms, d·(prod_i ||W_i||_F^2)^(1/d))."
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        df = matrix_norms(spectra)
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        df = norms_frame(inp)
         d = len(df)
         ln_f = df["ln_fro2"].to_numpy()
         if not np.isfinite(ln_f).all():
@@ -81,7 +78,7 @@ class SumFro(_Classic):
             f"plain sum of ||A||_F^2 (not rescaling-invariant): log10 = {plain / LN10:.4f}",
             MATRICES_NOTE,
         ]
-        return self._result(spectra, ln, df[["layer", "head", "kind", "ln_fro2"]], notes,
+        return self._result(inp, ln, df[["layer", "head", "kind", "ln_fro2"]], notes,
                             {"n_matrices": d, "log10_plain_sum": plain / LN10})
 
 
@@ -90,8 +87,8 @@ class FroOverSpec(_Classic):
     title = "Sum of ||A||_F^2 / ||A||_2^2 (Jiang et al.'s fro/spec)"
     citation = f"{JIANG}, Appendix C (fro/spec: sum_i ||W_i||_F^2 / ||W_i||_2^2)."
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        df = matrix_norms(spectra)
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        df = norms_frame(inp)
         nz = np.isfinite(df["ln_spec"].to_numpy())
         if not nz.any():
             raise NotApplicable("every analysed matrix is zero")
@@ -100,7 +97,7 @@ class FroOverSpec(_Classic):
         notes = ["measure: value = sum_A ||A||_F^2 / ||A||_2^2 (the sum of stable ranks); scale-invariant", MATRICES_NOTE]
         if (~nz).any():
             notes.append(f"{int((~nz).sum())} zero matrices contribute 0 (0/0 taken as 0)")
-        return self._result(spectra, ln, df[["layer", "head", "kind", "ln_term"]], notes, {"n_matrices": len(df)})
+        return self._result(inp, ln, df[["layer", "head", "kind", "ln_term"]], notes, {"n_matrices": len(df)})
 
 
 class ParamCount(_Classic):
@@ -108,10 +105,10 @@ class ParamCount(_Classic):
     title = "Number of parameters of the analysed weights"
     citation = f"{JIANG}, Appendix C (number of parameters)."
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        info = spectra.info
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        info = inp.info
         rows = []
-        for ls in spectra.layers:
+        for ls in inp.layers:
             wn = ls.weight_norms
             if wn is not None:
                 counts = dict(wn.params)
@@ -127,11 +124,11 @@ class ParamCount(_Classic):
         if total == 0:
             raise NotApplicable("no parameters")
         n_vec = sum(
-            1 for ls in spectra.layers if ls.weight_norms is not None for _ in ls.weight_norms.vectors
+            1 for ls in inp.layers if ls.weight_norms is not None for _ in ls.weight_norms.vectors
         )
         notes = [
             f"measure: {total:,} entries of W_Q, W_K, W_V, W_O (K/V counted per stored key/value head), "
             "M_in, M_out over all layers",
             f"not counted: biases and norm parameters ({n_vec} vectors in the layers), embeddings, heads",
         ]
-        return self._result(spectra, math.log(total), terms, notes, {"params": total})
+        return self._result(inp, math.log(total), terms, notes, {"params": total})

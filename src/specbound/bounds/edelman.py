@@ -18,29 +18,29 @@ import math
 import numpy as np
 import pandas as pd
 
-from specbound.bounds.base import Bound, BoundParams, BoundResult, ln_alpha, logsumexp, safe_log
-from specbound.spectra.model import ModelSpectra
+from specbound.bounds.base import Bound, BoundInput, BoundParams, BoundResult, NotApplicable
+from specbound.measures import logsumexp
 
 TWO_THIRDS = 2.0 / 3.0
 
 
-def ln_xi_terms(spectra: ModelSpectra) -> pd.DataFrame:
-    """One row per summand of ξ[ℓ] (layer, head, kind, ln of the summand)."""
-    c2 = spectra.spectral_norms()
+def ln_xi_terms(inp: BoundInput) -> pd.DataFrame:
+    """One row per summand of ξ[ℓ] (layer, head, kind, ln of the summand), in table order."""
+    t = inp.table
+    spec_in, spec_out, spec_ov = t.values("ln_spec", "M_in"), t.values("ln_spec", "M_out"), t.values("ln_spec", "OV")
+    f = t.frame
     rows = []
-    for ls in spectra.layers:
-        ell = ls.layer
-        ln_ff = math.log(c2["M_out"][ell]) + math.log(c2["M_in"][ell]) if c2["M_out"][ell] > 0 and c2["M_in"][ell] > 0 else -math.inf
-        for h, (qk, ov) in enumerate(zip(ls.qk, ls.ov)):
-            ln_qk = ln_ff + float(safe_log(c2["OV"][ell, h])) + float(safe_log(qk.norm_21))
-            ln_ov = ln_ff + float(safe_log(ov.norm_21))
-            rows.append({"layer": ell, "head": h, "kind": "QK", "ln_summand": TWO_THIRDS * ln_qk})
-            rows.append({"layer": ell, "head": h, "kind": "OV", "ln_summand": TWO_THIRDS * ln_ov})
-        ln_min = float(safe_log(c2["M_out"][ell])) + float(safe_log(ls.m_in.norm_21))
-        rows.append({"layer": ell, "head": -1, "kind": "M_in", "ln_summand": TWO_THIRDS * ln_min})
-        rows.append(
-            {"layer": ell, "head": -1, "kind": "M_out", "ln_summand": TWO_THIRDS * float(safe_log(ls.m_out.norm_21))}
-        )
+    for layer, head, kind, n21 in zip(f["layer"], f["head"], f["kind"], f["ln_21"]):
+        ln_ff = spec_out[layer] + spec_in[layer]  # ln C_2(M_out) + ln C_2(M_in)
+        if kind == "QK":
+            ln = ln_ff + spec_ov[layer, head] + n21
+        elif kind == "OV":
+            ln = ln_ff + n21
+        elif kind == "M_in":
+            ln = spec_out[layer] + n21
+        else:
+            ln = n21
+        rows.append({"layer": layer, "head": head, "kind": kind, "ln_summand": TWO_THIRDS * float(ln)})
     return pd.DataFrame(rows)
 
 
@@ -58,10 +58,9 @@ class Edelman(Bound):
         "the log T sequence-length factor and the 1/sqrt(n) sample factor are omitted",
     )
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        la = ln_alpha(spectra, params.l_phi)
-        terms = ln_xi_terms(spectra)
-        terms["ln_alpha"] = la[terms["layer"].to_numpy()]
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        terms = ln_xi_terms(inp)
+        terms["ln_alpha"] = inp.table.frame["ln_alpha"].to_numpy()
         terms["ln_weighted"] = TWO_THIRDS * terms["ln_alpha"] + terms["ln_summand"]
         ln_sum = logsumexp(terms["ln_weighted"].to_numpy())
         ln_inner = float(np.logaddexp(0.0, ln_sum))
@@ -69,16 +68,8 @@ class Edelman(Bound):
         notes = [
             "proxy: log T sequence-length factor, 1/sqrt(n), margin and constants omitted",
             f"L_phi = {params.l_phi} (enters through alpha)",
-        ] + self.architecture_notes(spectra)
-        return BoundResult(
-            name=self.name,
-            log10_value=ln_total / math.log(10),
-            status=self.status,
-            citation=self.citation,
-            notes=notes,
-            terms=terms,
-            params={"l_phi": params.l_phi},
-        )
+        ]
+        return self.result(inp, ln_total, notes=notes, terms=terms, params={"l_phi": params.l_phi})
 
 
 class EdelmanSeqLen(Bound):
@@ -110,17 +101,17 @@ class EdelmanSeqLen(Bound):
     )
     needs = ("seq_len",)
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
         T = params.seq_len
         if T is None or T < 2:
             raise NotApplicable(f"needs a sequence length T >= 2 (--seq-len), got {T}")
-        base = Edelman().evaluate(spectra, params)
+        base = Edelman().evaluate(inp, params)
         ln_factor = 0.5 * math.log(math.log(T))
         notes = [
             f"proxy: B_E * sqrt(ln T) with T = {T} (factor {math.exp(ln_factor):.4g}); Edelman et al.'s "
             "log(mT) with the sample size m omitted, as are 1/sqrt(n), margin and constants",
             f"L_phi = {params.l_phi} (enters through alpha)",
-        ] + self.architecture_notes(spectra)
+        ] + inp.architecture_notes()
         return BoundResult(
             name=self.name,
             log10_value=base.log10_value + ln_factor / math.log(10),

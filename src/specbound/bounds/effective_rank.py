@@ -24,9 +24,7 @@ import math
 
 import pandas as pd
 
-from specbound import measures
-from specbound.bounds.base import LN10, Bound, BoundParams, BoundResult, NotApplicable
-from specbound.spectra.model import ModelSpectra
+from specbound.bounds.base import Bound, BoundInput, BoundParams, BoundResult, NotApplicable
 
 
 class EffectiveRank(Bound):
@@ -43,21 +41,18 @@ class EffectiveRank(Bound):
         "no data: the attention-probability effective rank of the paper is not computed",
     )
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        rows = []
-        for ls in spectra.layers:
-            for h, (qk, ov) in enumerate(zip(ls.qk, ls.ov)):
-                sq, so = qk.values.double().numpy(), ov.values.double().numpy()
-                rows.append({
-                    "layer": ls.layer, "head": h,
-                    "effective_rank_QK": measures.effective_rank(sq), "effective_rank_OV": measures.effective_rank(so),
-                    "stable_rank_QK": measures.stable_rank(sq), "stable_rank_OV": measures.stable_rank(so),
-                })
-        terms = pd.DataFrame(rows)
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        f = inp.table.frame
+        qk, ov = f[f["kind"] == "QK"], f[f["kind"] == "OV"]
+        terms = pd.DataFrame({
+            "layer": qk["layer"].to_numpy(), "head": qk["head"].to_numpy(),
+            "effective_rank_QK": qk["effective_rank"].to_numpy(), "effective_rank_OV": ov["effective_rank"].to_numpy(),
+            "stable_rank_QK": qk["stable_rank"].to_numpy(), "stable_rank_OV": ov["stable_rank"].to_numpy(),
+        })
         total = float(terms["effective_rank_QK"].sum() + terms["effective_rank_OV"].sum())
         if total <= 0:
             raise NotApplicable("every QK and OV is zero, so the effective-rank capacity is 0")
-        d_h = spectra.info.d_head
+        d_h = inp.info.d_head
         notes = [
             "proxy (this project's construction): C_er = sum over layers and heads of er(QK) + er(OV), "
             "Roy-Vetterli effective rank of the weights",
@@ -65,8 +60,6 @@ class EffectiveRank(Bound):
             f"OV {terms['effective_rank_OV'].mean():.3f} (maximum d_h = {d_h})",
             f"mean stable rank per head: QK {terms['stable_rank_QK'].mean():.3f}, OV {terms['stable_rank_OV'].mean():.3f}",
             "data-side effective rank of attention probabilities: not computed (needs inputs)",
-        ] + self.architecture_notes(spectra)
-        return BoundResult(
-            name=self.name, log10_value=math.log(total) / LN10, status=self.status, citation=self.citation,
-            notes=notes, terms=terms, params={"aggregate": "sum", "max_possible": 2 * len(rows) * d_h},
-        )
+        ]
+        return self.result(inp, math.log(total), notes=notes, terms=terms,
+                           params={"aggregate": "sum", "max_possible": 2 * len(terms) * d_h})

@@ -28,10 +28,27 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
-from specbound.bounds.base import LN10, Bound, BoundParams, BoundResult, NotApplicable, logsumexp
-from specbound.bounds.norms import matrix_norms, reference_notes, require_nonzero_spectral
-from specbound.spectra.model import ModelSpectra
+from specbound.bounds.base import LN10, Bound, BoundInput, BoundParams, BoundResult, NotApplicable
+from specbound.measures import logsumexp
+
+def require_nonzero_spectral(inp: BoundInput) -> None:
+    """:class:`NotApplicable` when a matrix is zero (a product of spectral norms would be 0, log −inf)."""
+    zero = inp.table.zero_matrices()
+    if len(zero):
+        r = zero.iloc[0]
+        raise NotApplicable(
+            f"{len(zero)} analysed matrix/matrices are zero (first: layer {r.layer} head "
+            f"{r.head} {r.kind}), so the product of spectral norms is 0 and its log is -inf"
+        )
+
+
+def norms_frame(inp: BoundInput) -> pd.DataFrame:
+    """A copy of the MatrixTable's key and log-norm columns, to add a family's terms to."""
+    return inp.table.frame[["layer", "head", "kind", "rows", "cols", "ln_spec", "ln_fro2", "ln_21", "ln_d_spec",
+                            "ln_d_fro2", "ln_d_21"]].copy()
+
 
 CHAIN_NOTE = (
     "chain = every QK[l,h], OV[l,h], M_in[l], M_out[l] as one link each (layer order); heads act "
@@ -54,9 +71,9 @@ class BartlettSpectral(Bound):
     )
     needs = ("init?",)
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        df = matrix_norms(spectra, params)
-        require_nonzero_spectral(df, self.name)
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        require_nonzero_spectral(inp)
+        df = norms_frame(inp)
         df["ln_rho"] = np.where(df["kind"] == "M_in", math.log(params.l_phi), 0.0)
         df["ln_summand"] = (2.0 / 3.0) * (df["ln_d_21"] - df["ln_spec"])
         ln_prod = float((df["ln_rho"] + df["ln_spec"]).sum())
@@ -73,12 +90,9 @@ class BartlettSpectral(Bound):
             CHAIN_NOTE,
             f"rho = L_phi = {params.l_phi} for M_in, 1 for the other links",
             f"log10 of the product of spectral norms (with rho): {ln_prod / LN10:.4f}",
-        ] + reference_notes(params, "(2,1) norms") + self.architecture_notes(spectra)
-        return BoundResult(
-            name=self.name, log10_value=ln_total / LN10, status=self.status, citation=self.citation,
-            notes=notes, terms=terms,
-            params={"l_phi": params.l_phi, "init": params.init_source, "chain_length": len(df)},
-        )
+        ] + inp.reference_notes("(2,1) norms")
+        return self.result(inp, ln_total, notes=notes, terms=terms,
+                           params={"l_phi": params.l_phi, "init": inp.reference_source, "chain_length": len(df)})
 
 
 class NeyshaburPacBayes(Bound):
@@ -96,9 +110,9 @@ class NeyshaburPacBayes(Bound):
     )
     needs = ("init?",)
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        df = matrix_norms(spectra, params)
-        require_nonzero_spectral(df, self.name)
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        require_nonzero_spectral(inp)
+        df = norms_frame(inp)
         df["ln_summand"] = df["ln_d_fro2"] - 2.0 * df["ln_spec"]
         ln_prod = 2.0 * float(df["ln_spec"].sum())
         ln_sum = logsumexp(df["ln_summand"].to_numpy())
@@ -113,12 +127,9 @@ class NeyshaburPacBayes(Bound):
             CHAIN_NOTE,
             "no activation Lipschitz factor (the published bound is for ReLU)",
             f"log10 of the product of squared spectral norms: {ln_prod / LN10:.4f}",
-        ] + reference_notes(params, "Frobenius norms") + self.architecture_notes(spectra)
-        return BoundResult(
-            name=self.name, log10_value=(ln_prod + ln_sum) / LN10, status=self.status,
-            citation=self.citation, notes=notes, terms=terms,
-            params={"init": params.init_source, "chain_length": len(df)},
-        )
+        ] + inp.reference_notes("Frobenius norms")
+        return self.result(inp, ln_prod + ln_sum, notes=notes, terms=terms,
+                           params={"init": inp.reference_source, "chain_length": len(df)})
 
 
-__all__ = ["BartlettSpectral", "NeyshaburPacBayes", "CHAIN_NOTE"]
+__all__ = ["BartlettSpectral", "NeyshaburPacBayes", "CHAIN_NOTE", "norms_frame", "require_nonzero_spectral"]

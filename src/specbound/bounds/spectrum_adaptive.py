@@ -21,16 +21,8 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 
-from specbound.bounds.base import (
-    Bound,
-    BoundParams,
-    BoundResult,
-    ln_alpha,
-    logsumexp,
-    safe_log,
-)
-from specbound.measures import log_schatten_grid, numerical_rank
-from specbound.spectra.model import ModelSpectra
+from specbound.bounds.base import Bound, BoundInput, BoundParams, BoundResult
+from specbound.measures import log_schatten_grid, logsumexp, numerical_rank
 
 
 def default_grid_m(n_layers: int, d_model: int) -> int:
@@ -68,17 +60,30 @@ def ln_term_curve(s: np.ndarray, r: int, ln_c: float, N: int, grid: np.ndarray) 
     return out
 
 
-def ln_gammas(spectra: ModelSpectra) -> dict[str, np.ndarray]:
-    """``ln γ*`` per kind: QK/OV ``[L, H]``, M_in/M_out ``[L]``."""
-    c2 = spectra.spectral_norms()
-    ln_in, ln_out = safe_log(c2["M_in"]), safe_log(c2["M_out"])
-    ff = (ln_in + ln_out)[:, None]
-    return {
-        "QK": math.log(2.0) + safe_log(c2["OV"]) + ff,
-        "OV": np.broadcast_to(ff, c2["OV"].shape).copy(),
-        "M_in": ln_out.copy(),
-        "M_out": np.zeros_like(ln_out),
-    }
+def grid_of(inp: BoundInput, params: BoundParams) -> tuple[int, np.ndarray]:
+    """``(m, P_m)``: the grid resolution (``params.grid_m`` or ⌈L + ln N⌉) and the grid."""
+    m = params.grid_m if params.grid_m is not None else default_grid_m(inp.info.n_layers, inp.info.d_model)
+    return m, p_grid(m)
+
+
+def term_table(inp: BoundInput, params: BoundParams) -> pd.DataFrame:
+    """One row per matrix (keyed like the MatrixTable): ``p_star`` (first minimiser of T(A; ·) on
+    the grid, also as the exact fraction ``p_star_fraction``), ``ln_term`` = ln T(A; p*),
+    ``ln_term_p0`` = ln T(A; 0), ``ln_gamma``, ``ln_alpha``."""
+    L, N = inp.info.n_layers, inp.info.d_model
+    m, grid = grid_of(inp, params)
+    t = inp.table.frame
+    ln_c = (t["ln_gamma"].to_numpy() + t["ln_alpha"].to_numpy()) + math.log(L)
+    rows = []
+    for i, (layer, head, kind, ms) in enumerate(inp.spectra.matrices()):
+        curve = ln_term_curve(ms.values.double().numpy(), ms.r, float(ln_c[i]), N, grid)
+        k = int(np.argmin(curve))  # first minimiser; -inf (T = 0) wins
+        rows.append({
+            "layer": layer, "head": head, "kind": kind, "p_star": float(grid[k]),
+            "p_star_fraction": str(Fraction(k, m)), "ln_term": float(curve[k]), "ln_term_p0": float(curve[0]),
+            "ln_gamma": float(t["ln_gamma"].iat[i]), "ln_alpha": float(t["ln_alpha"].iat[i]),
+        })
+    return pd.DataFrame(rows)
 
 
 class SpectrumAdaptive(Bound):
@@ -95,52 +100,19 @@ class SpectrumAdaptive(Bound):
         "leading complexity factors only: no sample size, margin, delta, constants or log factors",
     )
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        info = spectra.info
-        L, N = info.n_layers, info.d_model
-        m = params.grid_m if params.grid_m is not None else default_grid_m(L, N)
-        grid = p_grid(m)
-        la = ln_alpha(spectra, params.l_phi)
-        lg = ln_gammas(spectra)
-        rows = []
-        for layer, head, kind, ms in spectra.matrices():
-            s = ms.values.double().numpy()
-            g = lg[kind][layer, head] if head >= 0 else lg[kind][layer]
-            ln_c = float(g + la[layer] + math.log(L))
-            curve = ln_term_curve(s, ms.r, ln_c, N, grid)
-            k = int(np.argmin(curve))  # first minimiser; -inf (T = 0) wins
-            rows.append(
-                {
-                    "layer": layer,
-                    "head": head,
-                    "kind": kind,
-                    "p_star": float(grid[k]),
-                    "p_star_fraction": str(Fraction(k, m)),
-                    "ln_term": float(curve[k]),
-                    "ln_term_p0": float(curve[0]),
-                    "ln_gamma": float(g),
-                    "ln_alpha": float(la[layer]),
-                }
-            )
-        terms = pd.DataFrame(rows)
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        L = inp.info.n_layers
+        m, grid = grid_of(inp, params)
+        terms = term_table(inp, params)
         ln_total = logsumexp(np.append(terms["ln_term"].to_numpy(), 0.5 * math.log(L)))
         notes = [
             "proxy: leading complexity factors only (no n, margin, delta, constants or log factors)",
             f"Schatten grid P_m with m = {m} ({grid.size} points from 0 to 2)",
             f"L_phi = {params.l_phi}",
         ]
-        if spectra.dense:
+        if inp.dense:
             notes.append(
                 "dense procedure: QK/OV singular values from an SVD of the formed product; the "
                 "values past each head's rank are floating-point noise, not zeros"
             )
-        notes += self.architecture_notes(spectra)
-        return BoundResult(
-            name=self.name,
-            log10_value=ln_total / math.log(10),
-            status=self.status,
-            citation=self.citation,
-            notes=notes,
-            terms=terms,
-            params={"l_phi": params.l_phi, "grid_m": m},
-        )
+        return self.result(inp, ln_total, notes=notes, terms=terms, params={"l_phi": params.l_phi, "grid_m": m})

@@ -35,8 +35,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from specbound.bounds.base import LN10, Bound, BoundParams, BoundResult, NotApplicable, ln_alpha, logsumexp, safe_log
-from specbound.spectra.model import ModelSpectra
+from specbound.bounds.base import Bound, BoundInput, BoundParams, BoundResult, NotApplicable
+from specbound.measures import logsumexp
 
 TT = (
     "J. Trauger, A. Tewari. Sequence Length Independent Norm-Based Generalization Bounds for "
@@ -46,8 +46,8 @@ TWO_THIRDS = 2.0 / 3.0
 WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out")
 
 
-def _require_norms(spectra: ModelSpectra, family: str) -> None:
-    if any(ls.weight_norms is None for ls in spectra.layers):
+def _require_norms(inp: BoundInput) -> None:
+    if any(ls.weight_norms is None for ls in inp.layers):
         raise NotApplicable(
             "the spectra carry no weight-level (1,1) norms (built without the weights, "
             "e.g. loaded from an older cache); recompute them from the checkpoint"
@@ -64,10 +64,10 @@ class TraugerTewariL11(Bound):
         "biases and norm parameters reported separately, outside the sum",
     )
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        _require_norms(spectra, self.name)
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        _require_norms(inp)
         rows = []
-        for ls in spectra.layers:
+        for ls in inp.layers:
             wn = ls.weight_norms
             for k in ("W_Q", "W_K", "W_V", "W_O"):
                 for h, v in enumerate(wn.heads[k]):
@@ -89,12 +89,9 @@ class TraugerTewariL11(Bound):
             "per weight: " + ", ".join(f"{k} {v:.4g}" for k, v in by_weight.items()),
             "outside the sum: l1 of biases {bias:.4g}, of norm parameters {norm:.4g}, of other vectors {other:.4g}".format(**by_label),
             "not orthogonally invariant: (1,1) norms depend on the residual basis",
-        ] + self.architecture_notes(spectra)
-        return BoundResult(
-            name=self.name, log10_value=math.log(total) / LN10, status=self.status, citation=self.citation,
-            notes=notes, terms=terms,
-            params={"per_weight": by_weight, **{f"l1_{k}": v for k, v in by_label.items()}},
-        )
+        ]
+        return self.result(inp, math.log(total), notes=notes, terms=terms,
+                           params={"per_weight": by_weight, **{f"l1_{k}": v for k, v in by_label.items()}})
 
 
 class TraugerTewariProxy(Bound):
@@ -112,29 +109,26 @@ class TraugerTewariProxy(Bound):
         "leading complexity factors only: no sample size, margin, delta, constants or log factors",
     )
 
-    def evaluate(self, spectra: ModelSpectra, params: BoundParams) -> BoundResult:
-        _require_norms(spectra, self.name)
-        c2 = spectra.spectral_norms()
-        la = ln_alpha(spectra, params.l_phi)
-        g = spectra.info.kv_index().numpy()
+    def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
+        _require_norms(inp)
+        t = inp.table
+        spec_in, spec_out, spec_ov = t.values("ln_spec", "M_in"), t.values("ln_spec", "M_out"), t.values("ln_spec", "OV")
+        f = t.frame
         rows = []
-        for ls in spectra.layers:
-            ell, wn = ls.layer, ls.weight_norms
-            ln_ff = float(safe_log(c2["M_out"][ell]) + safe_log(c2["M_in"][ell]))
-            for h in range(len(ls.qk)):
-                ln_q = float(safe_log(wn.heads["W_Q"][h]) + safe_log(wn.heads["W_K"][g[h]]))
-                ln_o = float(safe_log(wn.heads["W_V"][g[h]]) + safe_log(wn.heads["W_O"][h]))
-                rows.append({"layer": ell, "head": h, "kind": "QK", "ln_l11": ln_q,
-                             "ln_summand": TWO_THIRDS * (ln_ff + float(safe_log(c2["OV"][ell, h])) + ln_q)})
-                rows.append({"layer": ell, "head": h, "kind": "OV", "ln_l11": ln_o,
-                             "ln_summand": TWO_THIRDS * (ln_ff + ln_o)})
-            ln_min = float(safe_log(wn.totals["M_in"]))
-            ln_mout = float(safe_log(wn.totals["M_out"]))
-            rows.append({"layer": ell, "head": -1, "kind": "M_in", "ln_l11": ln_min,
-                         "ln_summand": TWO_THIRDS * (float(safe_log(c2["M_out"][ell])) + ln_min)})
-            rows.append({"layer": ell, "head": -1, "kind": "M_out", "ln_l11": ln_mout, "ln_summand": TWO_THIRDS * ln_mout})
+        for layer, head, kind, ln_l11 in zip(f["layer"], f["head"], f["kind"], f["ln_l11"]):
+            ln_ff = float(spec_out[layer] + spec_in[layer])
+            if kind == "QK":
+                ln = ln_ff + float(spec_ov[layer, head]) + ln_l11
+            elif kind == "OV":
+                ln = ln_ff + ln_l11
+            elif kind == "M_in":
+                ln = float(spec_out[layer]) + ln_l11
+            else:
+                ln = ln_l11
+            rows.append({"layer": layer, "head": head, "kind": kind, "ln_l11": float(ln_l11),
+                         "ln_summand": TWO_THIRDS * ln})
         terms = pd.DataFrame(rows)
-        terms["ln_alpha"] = la[terms["layer"].to_numpy()]
+        terms["ln_alpha"] = f["ln_alpha"].to_numpy()
         terms["ln_weighted"] = TWO_THIRDS * terms["ln_alpha"] + terms["ln_summand"]
         ln_total = 1.5 * float(np.logaddexp(0.0, logsumexp(terms["ln_weighted"].to_numpy())))
         notes = [
@@ -143,8 +137,5 @@ class TraugerTewariProxy(Bound):
             "(1,1) norms of the weights (||W_Q||_11 ||W_K||_11 for QK, ||W_V||_11 ||W_O||_11 for OV)",
             "no sequence-length factor (Trauger & Tewari's point); no n, margin, delta or constants",
             f"L_phi = {params.l_phi} (enters through alpha; spectral norms C_2 propagate Lipschitz constants)",
-        ] + self.architecture_notes(spectra)
-        return BoundResult(
-            name=self.name, log10_value=ln_total / LN10, status=self.status, citation=self.citation,
-            notes=notes, terms=terms, params={"l_phi": params.l_phi},
-        )
+        ]
+        return self.result(inp, ln_total, notes=notes, terms=terms, params={"l_phi": params.l_phi})

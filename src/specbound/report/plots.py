@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from specbound.spectra.model import KINDS
+from specbound.spectra.spectrum import KINDS
 
 if TYPE_CHECKING:
     from specbound.analysis import Report

@@ -44,14 +44,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 
-from specbound.spectra import core
-from specbound.spectra.core import MatrixSpectrum
+from specbound.spectra.kernels import column_norms_21, ff_singular_values
+from specbound.spectra.spectrum import ERROR_COLUMNS, MatrixSpectrum
 
 #: z-factor on the probe standard error in the error estimate (≈ 99% under normality).
 Z_FACTOR = 2.5
@@ -103,6 +102,8 @@ class ApproxSpectrum(MatrixSpectrum):
     zero_tol: float = 0.0
     #: ``tr(G) − Σ top`` = ``‖M‖_F² − Σ θ_defl`` (exact): the control variate's mean
     trace_rest: float = 0.0
+
+    approximate: ClassVar[bool] = True
 
     def gram_trace(self, f: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
         """``(estimate, error estimate)`` of ``tr f(G) = Σ_i f(σ_i²)`` (``f(0) = 0``)."""
@@ -156,6 +157,25 @@ class ApproxSpectrum(MatrixSpectrum):
         t = {k: getattr(self, k).detach().double().cpu().contiguous()
              for k in ("top", "top_res", "nodes", "wts", "nodes_prev", "wts_prev")}
         return t, {"sigma1_err": self.sigma1_err, "zero_tol": self.zero_tol, "trace_rest": self.trace_rest}
+
+    def error_row(self, p_star: float) -> dict[str, float]:
+        """The :data:`~specbound.spectra.spectrum.ERROR_COLUMNS` of this estimate.
+
+        ``log10_term_err`` propagates the error of ``S_{p*}`` through ``T ∝ S_p^{1/(p+2)}``
+        (0 at p* = 0, where T depends on the rank only).
+        """
+        s2, e2 = self.schatten(2.0)
+        fro = math.sqrt(s2)
+        s1, e1 = self.schatten(1.0)
+        p = float(p_star)
+        lt = 0.0
+        if p > 0:
+            sp, ep = self.schatten(p)
+            if sp > 0:
+                up = math.log10((sp + ep) / sp)
+                down = math.log10(sp / (sp - ep)) if ep < sp else up
+                lt = max(up, down) / (p + 2)
+        return dict(zip(ERROR_COLUMNS, (self.sigma1_err, math.sqrt(s2 + e2) - fro, e1, lt)))
 
     @classmethod
     def from_payload(cls, values: torch.Tensor, rows: int, cols: int, norm_21: float, method: str,
@@ -278,10 +298,10 @@ def approx_spectrum(M: torch.Tensor, opts: ApproxOptions | None = None) -> Matri
     opts = opts or ApproxOptions()
     rows, cols = M.shape
     n = min(rows, cols)
-    n21 = core._column_norms_21(M)
+    n21 = column_norms_21(M)
     m_vec = opts.block * (opts.block_steps + 1)
     if n < opts.min_dim or n < 2 * m_vec or n <= opts.steps + m_vec:
-        s, how = core.ff_singular_values(M, "auto")
+        s, how = ff_singular_values(M, "auto")
         return MatrixSpectrum(s.cpu(), rows, cols, n21, how)
 
     def apply(X: torch.Tensor) -> torch.Tensor:
@@ -342,44 +362,8 @@ def approx_spectrum(M: torch.Tensor, opts: ApproxOptions | None = None) -> Matri
     )
 
 
-#: Error columns added to ``Report.matrices`` in approximate mode (absolute errors).
-ERROR_COLUMNS = ["spectral_norm_err", "frobenius_err", "nuclear_err", "log10_term_err"]
-
 APPROX_NOTE = (
     "approximate spectra (--approx): M_in/M_out singular values are Lanczos / stochastic Lanczos "
     "quadrature estimates (QK/OV are exact); error estimates per matrix are in the *_err columns "
     "of the matrix table, so this value is approximate"
 )
-
-
-def error_columns(ms, table: pd.DataFrame) -> pd.DataFrame:
-    """The :data:`ERROR_COLUMNS` for every row of the matrix table (0 for exact matrices).
-
-    ``ms``: the :class:`~specbound.spectra.model.ModelSpectra`; ``table``: the matrix table in
-    ``ms.matrices()`` order with ``p_star``. ``log10_term_err`` propagates the error of
-    ``S_{p*}`` through ``T ∝ S_p^{1/(p+2)}`` (0 at p* = 0, where T depends on the rank only).
-    """
-    rows = []
-    p_star = table["p_star"].to_numpy() if "p_star" in table else np.zeros(len(table))
-    for i, (_, _, _, m) in enumerate(ms.matrices()):
-        if not isinstance(m, ApproxSpectrum):
-            rows.append(dict.fromkeys(ERROR_COLUMNS, 0.0))
-            continue
-        s2, e2 = m.schatten(2.0)
-        fro = math.sqrt(s2)
-        s1, e1 = m.schatten(1.0)
-        p = float(p_star[i])
-        lt = 0.0
-        if p > 0:
-            sp, ep = m.schatten(p)
-            if sp > 0:
-                up = math.log10((sp + ep) / sp)
-                down = math.log10(sp / (sp - ep)) if ep < sp else up
-                lt = max(up, down) / (p + 2)
-        rows.append({
-            "spectral_norm_err": m.sigma1_err,
-            "frobenius_err": math.sqrt(s2 + e2) - fro,
-            "nuclear_err": e1,
-            "log10_term_err": lt,
-        })
-    return pd.DataFrame(rows, index=table.index)

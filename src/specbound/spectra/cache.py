@@ -32,23 +32,23 @@ import hashlib
 import json
 import os
 import tempfile
-from concurrent.futures import Executor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from specbound.errors import InputError
-from specbound.spectra import core
-from specbound.spectra.core import FFMethod, LayerSpectra, MatrixSpectrum
+from specbound.spectra.spectrum import MatrixSpectrum
 from specbound.weights.canonical import LayerWeights
+
+if TYPE_CHECKING:
+    from specbound.spectra.blocks import Block
+    from specbound.spectra.compute import SpectraPolicy
 
 #: Version of the entry layout and of the computation behind it; bump it to invalidate entries.
 CACHE_FORMAT = 1
 
-BLOCKS = ("qk", "ov", "m_in", "m_out")
-_FACTORS = {"qk": ("W_Q", "W_K"), "ov": ("W_V", "W_O"), "m_in": ("M_in",), "m_out": ("M_out",)}
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -157,6 +157,44 @@ class SpectraCache:
             raise InputError(f"{p}: cannot write the cache entry ({e.strerror}).") from None
         self.stats.writes += 1
 
+    # -- blocks ----------------------------------------------------------------------------
+    def block_key(self, block: "Block", policy: "SpectraPolicy", lw: LayerWeights) -> str:
+        """The key of one block of layer ``lw``: its tensors' content and the options that change
+        its result (module docstring; the same keys as every earlier version of format 1)."""
+        opts: dict[str, Any] = {"dtype": policy.dtype_name, "dense": policy.dense}
+        if block.kind in ("QK", "OV"):
+            opts.update(H=lw.W_Q.shape[0], H_kv=lw.W_K.shape[0])
+        else:
+            opts.update(ff_method=policy.ff_method,
+                        approx=None if policy.approx is None or policy.dense else policy.approx.to_dict())
+        return self.key(block.name, [tensor_digest(t) for t in block.tensors], opts)
+
+    def get(self, block: "Block", policy: "SpectraPolicy", lw: LayerWeights) -> list[MatrixSpectrum] | None:
+        """The block's spectra when a valid entry holds them (counted as a hit), else ``None``."""
+        key = self.block_key(block, policy, lw)
+        entry = self.load(key, block.name)
+        if entry is None:
+            return None
+        n, rows, cols, k = block.expected_shape(policy.dense)
+        if k is None:  # feed-forward spectra may list fewer than r values
+            k = int(entry[0].get("values", torch.empty(0, 0)).shape[-1])
+            if k > min(rows, cols):
+                k = -1
+        try:
+            specs = _spectra_from_payload(*entry, n, rows, cols, k)
+        except Exception:  # metadata of the wrong types: as corrupt as a bad checksum
+            specs = None
+        if specs is None:
+            self.invalid(key)
+            return None
+        self.stats.hits += 1
+        return specs
+
+    def put(self, block: "Block", policy: "SpectraPolicy", lw: LayerWeights, specs: list[MatrixSpectrum]) -> None:
+        """Store a computed block (counted as a miss and a write)."""
+        self.stats.misses += 1
+        self.store(self.block_key(block, policy, lw), block.name, *_spectra_to_payload(specs))
+
     def invalid(self, key: str) -> None:
         """Mark a loaded entry that failed a semantic check as corrupt (it will be rewritten)."""
         self._corrupt(self.path(key))
@@ -171,8 +209,6 @@ class SpectraCache:
 
 def _spectra_to_payload(specs: list[MatrixSpectrum]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """One block's spectra (``H`` heads or a single FF matrix) as tensors + JSON metadata."""
-    from specbound.spectra.approx import ApproxSpectrum
-
     tensors = {
         "values": torch.stack([s.values.double().cpu() for s in specs]),
         "norm_21": torch.tensor([s.norm_21 for s in specs], dtype=torch.float64),
@@ -181,8 +217,8 @@ def _spectra_to_payload(specs: list[MatrixSpectrum]) -> tuple[dict[str, torch.Te
         "rows": specs[0].rows, "cols": specs[0].cols, "methods": [s.method for s in specs],
         "dtype": str(specs[0].values.dtype).removeprefix("torch."),
     }
-    if isinstance(specs[0], ApproxSpectrum):
-        extra_t, extra_m = specs[0].payload()
+    extra_t, extra_m = specs[0].payload()
+    if extra_m is not None:
         tensors.update({f"approx.{k}": v for k, v in extra_t.items()})
         meta["approx"] = extra_m
     return tensors, meta
@@ -215,124 +251,3 @@ def _spectra_from_payload(
         except (KeyError, ValueError, TypeError):
             return None
     return [MatrixSpectrum(vals[i], rows, cols, float(n21[i]), meta["methods"][i]) for i in range(n)]
-
-
-# -- the per-block computation -------------------------------------------------------------------
-
-
-def _block_qk_ov(A: torch.Tensor, B: torch.Tensor, rows: int, cols: int, dense: bool) -> list[MatrixSpectrum]:
-    """Spectra of ``A[h] B[h]ᵀ`` for every head (``A, B``: ``[H, N, d]`` in the working dtype)."""
-    if dense:
-        P = A @ B.mT
-        s = core._descending(torch.linalg.svdvals(P))
-        n21 = torch.linalg.vector_norm(P, dim=-2).sum(-1)
-        del P
-        method = "dense"
-    else:
-        s, n21 = core.factored_product(A, B)
-        method = "factored"
-    s = s.cpu()
-    return [MatrixSpectrum(s[h], rows, cols, float(n21[h]), method) for h in range(s.shape[0])]
-
-
-def _block_ff(M: torch.Tensor, dense: bool, ff_method: FFMethod, approx: Any) -> list[MatrixSpectrum]:
-    if approx is not None and not dense:
-        from specbound.spectra.approx import approx_spectrum
-
-        return [approx_spectrum(M, approx)]
-    s, how = core.ff_singular_values(M, "svd" if dense else ff_method)
-    return [MatrixSpectrum(s.cpu(), M.shape[0], M.shape[1], core._column_norms_21(M), how)]
-
-
-def layer_spectra_blocks(
-    lw: LayerWeights,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    dense: bool = False,
-    ff_method: FFMethod = "auto",
-    approx: Any = None,
-    cache: SpectraCache | None = None,
-    executor: Executor | None = None,
-) -> LayerSpectra:
-    """Spectra of one layer block by block, each block from ``cache`` when it holds it.
-
-    ``lw``: the layer as read (any dtype, CPU). Only the factors of the blocks that must be
-    computed are upcast to ``dtype`` and moved to ``device``. ``approx``: an
-    :class:`~specbound.spectra.approx.ApproxOptions` for the feed-forward blocks, or ``None``.
-    Equal to :func:`~specbound.spectra.core.layer_spectra` (tested) when nothing is cached.
-    ``executor``: the blocks to compute run as tasks on it (cache reads and writes stay on the
-    calling thread); ``None`` computes them one after the other.
-    """
-    H, H_kv = lw.W_Q.shape[0], lw.W_K.shape[0]
-    N, N_out, d_h = lw.W_Q.shape[1], lw.W_O.shape[2], lw.W_Q.shape[2]
-    wd = str(dtype).removeprefix("torch.")
-    opts: dict[str, dict[str, Any]] = {
-        "qk": {"dtype": wd, "dense": dense, "H": H, "H_kv": H_kv},
-        "ov": {"dtype": wd, "dense": dense, "H": H, "H_kv": H_kv},
-        "m_in": {"dtype": wd, "dense": dense, "ff_method": ff_method,
-                 "approx": None if approx is None or dense else approx.to_dict()},
-    }
-    opts["m_out"] = dict(opts["m_in"])
-    shapes = {
-        "qk": (H, N, N, N if dense else min(N, d_h)),
-        "ov": (H, N, N_out, min(N, N_out) if dense else min(N, d_h)),
-    }
-    for b in ("m_in", "m_out"):
-        M = getattr(lw, "M_in" if b == "m_in" else "M_out")
-        shapes[b] = (1, M.shape[0], M.shape[1], None)  # FF spectra may list fewer than r values
-    got: dict[str, list[MatrixSpectrum]] = {}
-    keys: dict[str, str] = {}
-    if cache is not None:
-        for b in BLOCKS:
-            keys[b] = cache.key(b, [tensor_digest(getattr(lw, f)) for f in _FACTORS[b]], opts[b])
-            entry = cache.load(keys[b], b)
-            if entry is None:
-                continue
-            n, rows, cols, k = shapes[b]
-            if k is None:
-                k = int(entry[0].get("values", torch.empty(0, 0)).shape[-1])
-                if k > min(rows, cols):
-                    k = -1
-            try:
-                specs = _spectra_from_payload(*entry, n, rows, cols, k)
-            except Exception:  # metadata of the wrong types: as corrupt as a bad checksum
-                specs = None
-            if specs is None:
-                cache.invalid(keys[b])
-                continue
-            got[b] = specs
-            cache.stats.hits += 1
-    g = torch.arange(H) // (H // H_kv)
-
-    def up(t: torch.Tensor) -> torch.Tensor:
-        return t.to(device=device, dtype=dtype)
-
-    def compute(b: str) -> list[MatrixSpectrum]:
-        if b == "qk":
-            return _block_qk_ov(up(lw.W_Q), up(lw.W_K[g]), N, N, dense)
-        if b == "ov":
-            return _block_qk_ov(up(lw.W_V[g]), up(lw.W_O).mT, N, N_out, dense)
-        return _block_ff(up(lw.M_in if b == "m_in" else lw.M_out), dense, ff_method, approx)
-
-    todo = [b for b in ("m_in", "m_out", "qk", "ov") if b not in got]  # longest first
-    if executor is not None:
-        futures = {b: executor.submit(compute, b) for b in todo}
-        done = {b: f.result() for b, f in futures.items()}
-    else:
-        done = {b: compute(b) for b in todo}
-    for b in BLOCKS:
-        if b not in done:
-            continue
-        got[b] = done[b]
-        if cache is not None:
-            cache.stats.misses += 1
-            cache.store(keys[b], b, *_spectra_to_payload(got[b]))
-    extra: dict[str, Any] = {}
-    names = {f.name for f in fields(LayerSpectra)}
-    if "weight_norms" in names and hasattr(core, "weight_norms"):
-        extra["weight_norms"] = core.weight_norms(lw)  # O(params) sums, no linear algebra
-    return LayerSpectra(
-        layer=lw.index, qk=got["qk"], ov=got["ov"], m_in=got["m_in"][0], m_out=got["m_out"][0],
-        names=lw.names, **extra,
-    )

@@ -23,6 +23,7 @@ Query head ``h`` uses key/value head ``h // (H / H_kv)`` (grouped-query attentio
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +143,21 @@ class ModelInfo:
         }
 
 
+#: How an adapter joins the names of several stored tensors that make one matrix
+#: (``M_in = [W_gate | W_up]``): ``"a | b"``.
+NAME_SEPARATOR = " | "
+
+
+def split_names(joined: str) -> list[str]:
+    """The stored tensor names in one entry of ``LayerWeights.names``: joined by
+    :data:`NAME_SEPARATOR`, each possibly followed by the slice an adapter took of it
+    (``"h.0.attn.c_attn.weight[:, 0:N]"`` → ``"h.0.attn.c_attn.weight"``)."""
+    return [_SLICE.sub("", n.strip()) for n in joined.split(NAME_SEPARATOR) if n.strip()]
+
+
+_SLICE = re.compile(r"\[[^\[\]]*\]$")
+
+
 @dataclass
 class LayerWeights:
     """One layer's canonical matrices (row-vector orientation; shapes in the module docstring).
@@ -201,6 +217,10 @@ class LayerWeights:
 
     def _name(self, key: str) -> str:
         return self.names.get(key, key)
+
+    def source_names(self) -> set[str]:
+        """Every stored tensor the matrices were read from (:func:`split_names` of ``names``)."""
+        return {n for v in self.names.values() for n in split_names(v)}
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> "LayerWeights":
         """Copy with every matrix moved to ``device`` and cast to ``dtype`` (upcast of bf16/fp16)."""

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from specbound.errors import InputError
-from specbound.weights.canonical import LayerWeights, ModelInfo, TransformerWeights
+from specbound.weights.canonical import LayerWeights, ModelInfo, TransformerWeights, split_names
 from specbound.weights.sources import TensorSource
 
 
@@ -146,7 +146,7 @@ class Adapter:
         Derived from the names the proxy matrices were read from: their longest common dotted
         prefix, accepted only if it ends in the layer index (``….{i}.``).
         """
-        names = [n for v in lw.names.values() for n in v.split(" | ")]
+        names = [n for v in lw.names.values() for n in split_names(v)]
         if not names:
             return None
         common = os.path.commonprefix(names)
@@ -168,7 +168,7 @@ class Adapter:
             cands = [
                 n[: -len(".weight")] + ".bias"
                 for v in lw.names.values()
-                for n in v.split(" | ")
+                for n in split_names(v)
                 if n.endswith(".weight")
             ]
             known = set(self._all_keys())

@@ -50,7 +50,7 @@ import torch
 
 from specbound.errors import InputError
 from specbound.weights.adapters.base import Adapter, split_columns, split_rows
-from specbound.weights.canonical import LayerWeights, ModelInfo, Note
+from specbound.weights.canonical import NAME_SEPARATOR, LayerWeights, ModelInfo, Note
 from specbound.weights.sources import TensorSource
 
 _TEMPLATES = ("Q", "K", "V", "O", "M_in", "M_out")
@@ -250,7 +250,7 @@ class MappingAdapter(Adapter):
         m_in_names = [t.format(i=i) for t in s["M_in"]]
         names = {"W_Q": q, "W_K": k, "W_V": v, "W_O": o, "M_out": m_out}
         full = {key: self.prefix + n for key, n in names.items()}
-        full["M_in"] = " | ".join(self.prefix + n for n in m_in_names)
+        full["M_in"] = NAME_SEPARATOR.join(self.prefix + n for n in m_in_names)
         return LayerWeights(
             index=i,
             W_Q=split_columns(self._rowvec(q, (N, H * dh)), H, dh),

@@ -1,0 +1,226 @@
+"""The blocks of a layer: the only code that knows ``QK = W_Q W_Kᵀ`` and ``OV = W_V W_O``.
+
+A layer has four blocks (``bounds.md`` §1–2):
+
+* ``qk``: :class:`FactoredProduct` of ``W_Q[h]`` ``[N, d_h]`` and ``W_K[g(h)]`` ``[N, d_h]``,
+  every query head h at once, with ``g(h) = h // (H / H_kv)`` (grouped-query attention);
+* ``ov``: :class:`FactoredProduct` of ``W_V[g(h)]`` ``[N, d_h]`` and ``W_O[h]`` ``[d_h, N_out]``;
+* ``m_in``, ``m_out``: :class:`Dense` feed-forward matrices.
+
+Each block holds the tensors *as stored* (any dtype, usually CPU) and computes its spectra,
+its ``‖·‖_{2,1}`` and the entrywise ``‖·‖_{1,1}`` of its factors after upcasting them itself
+(so the four blocks of a layer can run as concurrent tasks, conversions included).
+``block - reference`` is the same kind of block whose product is the difference ``A − A_0``:
+for the products a product of thin factors of doubled width,
+
+    QK − QK_0 = W_Q W_Kᵀ − W_Q0 W_K0ᵀ = [W_Q | −W_Q0] [W_K | W_K0]ᵀ        (N × 2d_h factors)
+    OV − OV_0 = W_V W_O − W_V0 W_O0   = [W_V | −W_V0] [W_O ; W_O0]          (2d_h-wide factors)
+
+so distances to a reference cost O(N·d_h²) per head too. A head whose factors both equal the
+reference's gets exact-zero factors (its distance is exactly 0, not rounding noise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+import torch
+
+from specbound.errors import InputError
+from specbound.spectra.kernels import column_norms_21, dense_product, factored_product, ff_singular_values
+from specbound.spectra.spectrum import MatrixSpectrum
+from specbound.weights.canonical import LayerWeights
+
+if TYPE_CHECKING:
+    from specbound.spectra.compute import SpectraPolicy
+
+
+def _last_abs(t: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """``|t|`` for the last use of ``t``: in place when ``t`` is this task's own upcast copy (saves
+    an allocation the size of the weight), a new tensor when ``t`` is the stored ``raw`` itself."""
+    return t.abs() if t is raw else t.abs_()
+
+
+def _heads_l1(t: torch.Tensor, raw: torch.Tensor) -> list[float]:
+    """``‖t[h]‖_{1,1}`` per head (float64 sums); consumes ``t`` (see :func:`_last_abs`)."""
+    return [float(x) for x in _last_abs(t, raw).sum(dim=(-2, -1), dtype=torch.float64).cpu()]
+
+
+def _difference_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
+    dt = torch.promote_types(a.dtype, b.dtype)
+    if not dt.is_floating_point or dt in (torch.float16, torch.bfloat16):
+        return torch.float64
+    return dt
+
+
+def _same_heads(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[heads]`` bool: head i of ``a`` equals head i of ``b`` exactly."""
+    return (a == b).flatten(1).all(dim=1)
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """What computing a block gives: one spectrum per matrix and the ``‖·‖_{1,1}`` of its factors
+    (per stored head for the products' factors, one total for a dense matrix)."""
+
+    spectra: list[MatrixSpectrum]
+    l1: dict[str, list[float]]
+
+
+@dataclass(frozen=True)
+class FactoredProduct:
+    """``P[h] = A[h] B[h]ᵀ`` for every query head h, from the factors as stored.
+
+    ``left`` ``[H_a, rows, d]`` and ``right`` ``[H_b, cols, d]`` (``[H_b, d, cols]`` when
+    ``right_t``, as ``W_O`` is stored); ``A = left[left_heads]``, ``B = right[right_heads]``
+    (transposed when ``right_t``), an index of ``None`` meaning every head in order.
+    ``factor_names``: the canonical names of ``left`` and ``right`` (``W_Q``/``W_K``, ``W_V``/``W_O``).
+    """
+
+    name: str
+    kind: str
+    left: torch.Tensor
+    right: torch.Tensor
+    left_heads: torch.Tensor | None
+    right_heads: torch.Tensor | None
+    right_t: bool
+    factor_names: tuple[str, str]
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The stored tensors the block comes from (its cache key is their content)."""
+        return (self.left, self.right)
+
+    @property
+    def n_heads(self) -> int:
+        return self.left.shape[0] if self.left_heads is None else int(self.left_heads.numel())
+
+    @property
+    def rows(self) -> int:
+        return self.left.shape[1]
+
+    @property
+    def cols(self) -> int:
+        return self.right.shape[-1] if self.right_t else self.right.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.left.shape[2]
+
+    def _factors(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        A = a if self.left_heads is None else a[self.left_heads.to(a.device)]
+        B = b if self.right_heads is None else b[self.right_heads.to(b.device)]
+        return A, (B.mT if self.right_t else B)
+
+    def compute(self, policy: "SpectraPolicy") -> BlockResult:
+        """Spectra of every head (factored core, or the formed product with ``policy.dense``)."""
+        dev, dt = policy.torch_device, policy.torch_dtype
+        a, b = self.left.to(device=dev, dtype=dt), self.right.to(device=dev, dtype=dt)
+        A, B = self._factors(a, b)
+        s, n21 = (dense_product if policy.dense else factored_product)(A, B)
+        s = s.cpu()
+        method = "dense" if policy.dense else "factored"
+        specs = [MatrixSpectrum(s[h], self.rows, self.cols, float(n21[h]), method) for h in range(s.shape[0])]
+        del A, B
+        la, lb = self.factor_names
+        return BlockResult(specs, {la: _heads_l1(a, self.left), lb: _heads_l1(b, self.right)})
+
+    def l1(self, policy: "SpectraPolicy") -> dict[str, list[float]]:
+        """The factors' ``‖·‖_{1,1}`` per stored head alone (for a block read from a cache)."""
+        dev, dt = policy.torch_device, policy.torch_dtype
+        la, lb = self.factor_names
+        return {la: _heads_l1(self.left.to(device=dev, dtype=dt), self.left),
+                lb: _heads_l1(self.right.to(device=dev, dtype=dt), self.right)}
+
+    def expected_shape(self, dense: bool) -> tuple[int, int, int, int]:
+        """``(matrices, rows, cols, listed values)`` of this block's spectra (cache validation)."""
+        k = min(self.rows, self.cols) if dense else min(self.rows, self.width)
+        return self.n_heads, self.rows, self.cols, k
+
+    def __sub__(self, ref: "FactoredProduct") -> "FactoredProduct":
+        """The block of ``P − P_0`` (module docstring): one factor per query head, width 2d."""
+        if (self.left.shape, self.right.shape) != (ref.left.shape, ref.right.shape):
+            raise InputError(
+                f"--init: the {self.kind} factors {self.factor_names} have shapes "
+                f"{tuple(self.left.shape)}, {tuple(self.right.shape)} in the model but "
+                f"{tuple(ref.left.shape)}, {tuple(ref.right.shape)} in the reference; distances need the "
+                "same architecture."
+            )
+        dt = _difference_dtype(self.left, ref.left)
+        c, c0 = (self.left.to(dt), self.right.to(dt)), (ref.left.to(dt), ref.right.to(dt))
+        lh = self.left_heads if self.left_heads is not None else torch.arange(self.left.shape[0])
+        rh = self.right_heads if self.right_heads is not None else torch.arange(self.right.shape[0])
+        left = torch.cat([c[0], -1.0 * c0[0]], dim=-1)[lh].clone()
+        right = torch.cat([c[1], c0[1]], dim=-2 if self.right_t else -1)[rh].clone()
+        zero = _same_heads(c[0], c0[0])[lh] & _same_heads(c[1], c0[1])[rh]
+        left[zero] = 0.0
+        right[zero] = 0.0
+        return FactoredProduct(self.name, self.kind, left, right, None, None, self.right_t, self.factor_names)
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A dense matrix ``M`` ``[rows, cols]`` as stored (a feed-forward matrix)."""
+
+    name: str
+    kind: str
+    M: torch.Tensor
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.M,)
+
+    def compute(self, policy: "SpectraPolicy") -> BlockResult:
+        """Gram route or SVD (``policy.ff_method``; the SVD with ``policy.dense``), or the
+        matrix-free estimate with ``policy.approx``."""
+        M = self.M.to(device=policy.torch_device, dtype=policy.torch_dtype)
+        if policy.approx is not None and not policy.dense:
+            from specbound.spectra.approx import approx_spectrum
+
+            spec = approx_spectrum(M, policy.approx)
+        else:
+            s, how = ff_singular_values(M, "svd" if policy.dense else policy.ff_method)
+            spec = MatrixSpectrum(s.cpu(), M.shape[0], M.shape[1], column_norms_21(M), how)
+        return BlockResult([spec], {self.kind: [float(_last_abs(M, self.M).sum(dtype=torch.float64))]})
+
+    def l1(self, policy: "SpectraPolicy") -> dict[str, list[float]]:
+        M = self.M.to(device=policy.torch_device, dtype=policy.torch_dtype)
+        return {self.kind: [float(_last_abs(M, self.M).sum(dtype=torch.float64))]}
+
+    def expected_shape(self, dense: bool) -> tuple[int, int, int, None]:
+        """Feed-forward spectra may list fewer than ``min(rows, cols)`` values: ``None``."""
+        return 1, self.M.shape[0], self.M.shape[1], None
+
+    def __sub__(self, ref: "Dense") -> "Dense":
+        if self.M.shape != ref.M.shape:
+            raise InputError(
+                f"--init: {self.kind} has shape {tuple(self.M.shape)} in the model but "
+                f"{tuple(ref.M.shape)} in the reference; distances need the same architecture."
+            )
+        dt = _difference_dtype(self.M, ref.M)
+        return Dense(self.name, self.kind, self.M.to(dt) - ref.M.to(dt))
+
+
+Block = Union[FactoredProduct, Dense]
+
+#: Block names in computation order (the feed-forward blocks, the longest, first).
+ORDER = ("m_in", "m_out", "qk", "ov")
+
+
+def blocks_of(lw: LayerWeights) -> dict[str, Block]:
+    """The four blocks of a layer (module docstring), keyed ``qk``, ``ov``, ``m_in``, ``m_out``."""
+    H, H_kv = lw.W_Q.shape[0], lw.W_K.shape[0]
+    g = torch.arange(H, device=lw.W_Q.device) // (H // H_kv)
+    return {
+        "qk": FactoredProduct("qk", "QK", lw.W_Q, lw.W_K, None, g, False, ("W_Q", "W_K")),
+        "ov": FactoredProduct("ov", "OV", lw.W_V, lw.W_O, g, None, True, ("W_V", "W_O")),
+        "m_in": Dense("m_in", "M_in", lw.M_in),
+        "m_out": Dense("m_out", "M_out", lw.M_out),
+    }
+
+
+def difference_blocks(lw: LayerWeights, lw0: LayerWeights) -> dict[str, Block]:
+    """``blocks_of(lw) − blocks_of(lw0)`` block by block."""
+    ref = blocks_of(lw0)
+    return {name: b - ref[name] for name, b in blocks_of(lw).items()}  # type: ignore[operator]
