@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-sys.path[:0] = [str(GOLDEN), str(GOLDEN.parent / "weights")]
+sys.path[:0] = [str(GOLDEN)]
 
 from cases import CASES, compare, snapshot  # noqa: E402
 

@@ -98,3 +98,82 @@ def test_log_schatten_grid_is_log_schatten_per_p(k, zeros, seed, scale):
     assert np.all(measures.log_schatten_grid(np.zeros(3), ps) == -math.inf)
     with pytest.raises(ValueError):
         measures.log_schatten_grid(s, np.array([0.0, 1.0]))
+
+
+# ---------------------------------------------------------------- the MatrixTable
+
+
+def _table(tw, l_phi=1.13, ref=None):
+    from specbound.measures import MatrixTable
+    from specbound.spectra.compute import compute_spectra
+
+    ms = compute_spectra(tw)
+    return MatrixTable.build(ms, l_phi=l_phi, reference=None if ref is None else compute_spectra(tw, reference=ref))
+
+
+def test_matrix_table_against_formed_matrices():
+    from builders import formed, make_model
+
+    from specbound.measures import KEY, TABLE_COLUMNS
+
+    tw = make_model(L=2, H=4, Hkv=2, seed=4)
+    t = _table(tw)
+    f = t.frame
+    assert list(f.columns) == TABLE_COLUMNS and len(t) == 2 * (4 + 4 + 2)
+    assert not f.duplicated(KEY).any()
+    mats = formed(tw)
+    for row in f.itertuples():
+        A = mats[row.layer][row.kind][max(row.head, 0)]
+        s = _sv(A)
+        assert (row.rows, row.cols, row.r) == (*A.shape, min(A.shape))
+        assert row.rank == np.linalg.matrix_rank(A)
+        assert row.spectral_norm == pytest.approx(s[0], rel=1e-10)
+        assert row.frobenius == pytest.approx(np.linalg.norm(A), rel=1e-10)
+        assert row.nuclear == pytest.approx(s.sum(), rel=1e-10)
+        assert row.norm_21 == pytest.approx(np.linalg.norm(A, axis=0).sum(), rel=1e-10)
+        assert row.ln_spec == pytest.approx(math.log(s[0]), rel=1e-10)
+        assert row.ln_fro2 == pytest.approx(math.log((A * A).sum()), rel=1e-10)
+        assert row.ln_21 == pytest.approx(math.log(np.linalg.norm(A, axis=0).sum()), rel=1e-10)
+        assert (row.ln_d_spec, row.ln_d_fro2, row.ln_d_21) == (row.ln_spec, row.ln_fro2, row.ln_21)
+        lw = mats[row.layer]["lw"]
+        if row.kind == "QK":
+            l11 = float(lw.W_Q[row.head].abs().sum() * lw.W_K[row.head // 2].abs().sum())
+        elif row.kind == "OV":
+            l11 = float(lw.W_V[row.head // 2].abs().sum() * lw.W_O[row.head].abs().sum())
+        else:
+            l11 = float(np.abs(A).sum())
+        assert row.ln_l11 == pytest.approx(math.log(l11), rel=1e-12)
+    assert t.values("ln_spec", "QK").shape == (2, 4) and t.values("ln_spec", "M_in").shape == (2,)
+
+
+def test_matrix_table_alpha_and_gamma_by_hand():
+    """α[ℓ] = Π_{k>ℓ} L_φ C2(M_in) C2(M_out) Σ_h C2(OV)(1 + 4 C2(QK)); γ*: 2 C2(OV) C2(M_out) C2(M_in),
+    C2(M_out) C2(M_in), C2(M_out), 1 — from the formed matrices."""
+    from builders import formed, make_model
+
+    tw = make_model(L=3, H=2, Hkv=2, seed=8, scale=0.7)
+    t = _table(tw, l_phi=1.1)
+    c2 = [{k: [_sv(A)[0] for A in d[k]] for k in ("QK", "OV", "M_in", "M_out")} for d in formed(tw)]
+    factor = [1.1 * c["M_in"][0] * c["M_out"][0] * sum(o * (1 + 4 * q) for q, o in zip(c["QK"], c["OV"])) for c in c2]
+    alpha = [math.prod(factor[k] for k in range(ell + 1, 3)) for ell in range(3)]
+    f = t.frame
+    for row in f.itertuples():
+        c = c2[row.layer]
+        gamma = {"QK": 2 * c["OV"][max(row.head, 0)] * c["M_out"][0] * c["M_in"][0],
+                 "OV": c["M_out"][0] * c["M_in"][0], "M_in": c["M_out"][0], "M_out": 1.0}[row.kind]
+        assert math.exp(row.ln_alpha) == pytest.approx(alpha[row.layer], rel=1e-10)
+        assert math.exp(row.ln_gamma) == pytest.approx(gamma, rel=1e-10)
+
+
+def test_matrix_table_distances_to_a_reference():
+    from builders import formed, make_model
+
+    tw, tw0 = make_model(seed=1), make_model(seed=2)
+    t = _table(tw, ref=tw0)
+    assert t.reference
+    m, m0 = formed(tw), formed(tw0)
+    for row in t.frame.itertuples():
+        D = m[row.layer][row.kind][max(row.head, 0)] - m0[row.layer][row.kind][max(row.head, 0)]
+        assert row.ln_d_spec == pytest.approx(math.log(_sv(D)[0]), rel=1e-9)
+        assert row.ln_d_fro2 == pytest.approx(math.log((D * D).sum()), rel=1e-9)
+        assert row.ln_d_21 == pytest.approx(math.log(np.linalg.norm(D, axis=0).sum()), rel=1e-9)

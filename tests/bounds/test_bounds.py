@@ -14,24 +14,7 @@ import specbound
 from specbound.bounds.spectrum_adaptive import default_grid_m, ln_term_curve, p_grid
 from specbound.weights.canonical import LayerWeights, ModelInfo, TransformerWeights
 
-
-def make_model(L=2, N=12, H=3, Hkv=3, dh=4, F=10, seed=0, scale=1.0) -> TransformerWeights:
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
-
-    layers = [
-        LayerWeights(i, W_Q=r(H, N, dh), W_K=r(Hkv, N, dh), W_V=r(Hkv, N, dh), W_O=r(H, dh, N),
-                     M_in=r(N, F), M_out=r(F, N))
-        for i in range(L)
-    ]
-    info = ModelInfo("test", L, N, H, Hkv, dh, F, source="test")
-    return TransformerWeights.from_layers(info, layers)
-
-
-def transform(tw: TransformerWeights, fn) -> TransformerWeights:
-    return TransformerWeights.from_layers(tw.info, [fn(tw.layer(i)) for i in range(tw.info.n_layers)])
+from builders import make_model, transform
 
 
 # ---------------------------------------------------------------- reference implementation

@@ -21,7 +21,7 @@ from specbound.errors import InputError
 from specbound.report.io import report_json
 from specbound.weights.canonical import LayerWeights, ModelInfo, TransformerWeights
 
-from bounds.test_bounds import make_model, transform
+from builders import formed, make_model, transform
 
 CATALOGUE = {
     "spectrum_adaptive", "edelman", "edelman_seq_len", "trauger_tewari_l11", "trauger_tewari_proxy",
@@ -82,21 +82,6 @@ def test_hand_derived_values_on_a_one_head_model():
 
 
 # ---------------------------------------------------------------- brute force on formed matrices
-def formed(tw: TransformerWeights):
-    """Per layer: lists of numpy QK, OV (per query head), M_in, M_out, and the factor tensors."""
-    info = tw.info
-    grp = info.n_heads // info.n_kv_heads
-    out = []
-    for i in range(info.n_layers):
-        lw = tw.layer(i)
-        out.append({
-            "QK": [(lw.W_Q[h] @ lw.W_K[h // grp].T).numpy() for h in range(info.n_heads)],
-            "OV": [(lw.W_V[h // grp] @ lw.W_O[h]).numpy() for h in range(info.n_heads)],
-            "M_in": [lw.M_in.numpy()], "M_out": [lw.M_out.numpy()], "lw": lw,
-        })
-    return out
-
-
 def chain(mats):
     for d in mats:
         for kind in ("QK", "OV", "M_in", "M_out"):

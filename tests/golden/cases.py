@@ -20,7 +20,7 @@ RTOL = 1e-12
 
 
 def _tiny_family(family: str, work: Path) -> Path:
-    from tiny_models import build
+    from builders import build
 
     folder = work / f"tiny-{family}"
     if not (folder / "config.json").exists():
@@ -96,7 +96,7 @@ def _bert_float32_svd(work: Path) -> Any:
 
 def _bert_module(work: Path) -> Any:
     import specbound
-    from tiny_models import build
+    from builders import build
 
     return specbound.analyze(build("bert", task=True, seed=3), bounds=["spectrum_adaptive", "edelman"])
 

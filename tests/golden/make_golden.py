@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "weights")]
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from cases import CASES, snapshot  # noqa: E402
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import build
+from builders import build
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiny_models import FAMILIES, FF, H, L, N, build
+from builders import FAMILIES, FF, H, L, N, build
 
 from specbound.errors import InputError
 from specbound.weights.adapters import open_weights, registry, supported_model_types
