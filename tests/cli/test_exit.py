@@ -1,35 +1,50 @@
-"""The `specbound` process skips the interpreter teardown (cli._exit): exit codes and output
-are those of a normal exit."""
+"""The `specbound` process: exit status 0 / 1 / 2 and complete output on a pipe, through a real
+subprocess (``python -m specbound.cli``, the same ``main`` as the installed script)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
+
+from specbound.errors import InputError
+
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "specbound.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "specbound.cli", *args], capture_output=True, text=True,
+                          timeout=300)
 
 
-def test_exit_codes_and_flushed_output(tmp_path):
+def test_exit_codes_and_piped_output(tmp_path):
     ok = _run("version")
-    assert ok.returncode == 0 and ok.stdout.startswith("specbound ")  # piped stdout was flushed
+    assert ok.returncode == 0 and ok.stdout.startswith("specbound ") and ok.stderr == ""
+    assert {"torch", "numpy"} <= {line.split()[0] for line in ok.stdout.splitlines()}
     bad_input = _run("analyze", str(tmp_path / "missing"), "--no-plots", "--out", str(tmp_path / "r"))
-    assert bad_input.returncode == 1 and "no such file or folder" in bad_input.stderr
+    assert bad_input.returncode == 1 and "no such file or folder" in bad_input.stderr and bad_input.stdout == ""
+    assert not (tmp_path / "r").exists()
     usage = _run("analyze", "--dtype", "float16")
-    assert usage.returncode == 2 and "--dtype" in usage.stderr
-    unknown = _run("no-such-command")
-    assert unknown.returncode == 2
+    assert usage.returncode == 2 and "--dtype" in usage.stderr and usage.stdout == ""
+    assert _run("no-such-command").returncode == 2
+    assert _run("analyze", "--no-such-option").returncode == 2
 
 
-def test_exit_runs_atexit_handlers(tmp_path):
-    marker = tmp_path / "atexit.txt"
-    code = (
-        "import atexit, sys; from pathlib import Path\n"
-        f"atexit.register(lambda: Path({str(marker)!r}).write_text('ran'))\n"
-        "sys.argv = ['specbound', 'version']\n"
-        "from specbound.cli import main; main()\n"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+def test_piped_table_is_complete(tmp_path):
+    res = _run("bounds", "--csv", str(tmp_path / "cat.csv"))
     assert res.returncode == 0, res.stderr
-    assert marker.read_text() == "ran"
+    assert res.stdout.rstrip().endswith(f"Wrote {tmp_path / 'cat.csv'}")  # the last line made it through the pipe
+    assert "spectrum_adaptive" in res.stdout and "param_count" in res.stdout
+
+
+def test_main_turns_an_uncaught_library_error_into_exit_1(monkeypatch, capsys):
+    import specbound.cli.application as application
+
+    def app() -> None:
+        raise InputError("model.safetensors: truncated.")
+
+    monkeypatch.setattr(application, "app", app)
+    with pytest.raises(SystemExit) as exc:
+        application.main()
+    assert exc.value.code == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip() == "error: model.safetensors: truncated."

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from specbound.cli.console import BAD_INPUT, USAGE, fail, out, progress_bar
@@ -167,5 +168,5 @@ def compare_cmd(
     out.print(t)
     for r, lab in zip(reports, labels):
         for ne in r.not_evaluated:
-            out.print(f"[yellow]not evaluated[/] {lab}: {ne['bound']}: {ne['reason']}", highlight=False)
+            out.print(f"[yellow]not evaluated[/] {escape(lab)}: {ne['bound']}: {escape(ne['reason'])}", highlight=False)
     out.print(f"Wrote {csv_path} and {png_path}", highlight=False)

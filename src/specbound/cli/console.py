@@ -14,6 +14,7 @@ from typing import NoReturn, Protocol
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 __all__ = ["BAD_INPUT", "USAGE", "ProgressUpdate", "err", "error_line", "fail", "out", "progress_bar"]
@@ -28,8 +29,9 @@ err = Console(stderr=True)
 
 
 def error_line(message: str) -> None:
-    """Print ``error: message`` on stderr (one logical line; rich may wrap it)."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print ``error: message`` on stderr (one logical line; rich may wrap it). ``message`` is
+    plain text: brackets in it (``specbound[ray]``, ``[H, N, d_h]``) are printed, not read as markup."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from specbound.cli.console import out
@@ -33,7 +34,7 @@ def print_summary(report: Any, written: list[Path], out_dir: Path | None) -> Non
         t.add_row(name, _fmt(b.value, b.log10_value), f"{b.log10_value:.4f}", b.status)
     out.print(t)
     for ne in getattr(report, "not_evaluated", []):
-        out.print(f"[yellow]not evaluated[/] {ne['bound']}: {ne['reason']}", highlight=False)
+        out.print(f"[yellow]not evaluated[/] {ne['bound']}: {escape(ne['reason'])}", highlight=False)
 
     mat = report.matrices
     lt = Table(
@@ -65,7 +66,7 @@ def print_summary(report: Any, written: list[Path], out_dir: Path | None) -> Non
     out.print(lt)
     notes = [n for n in m.notes]
     for n in notes:
-        out.print(f"[yellow]note[/] {n.code}: {n.message}", highlight=False)
+        out.print(f"[yellow]note[/] {n.code}: {escape(n.message)}", highlight=False)
     na = report.not_analysed
     if na:
         n_params = sum(_prod(x["shape"]) for x in na)

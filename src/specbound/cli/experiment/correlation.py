@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from specbound.cli.console import BAD_INPUT, USAGE, err, fail, progress_bar
 from specbound.cli.console import out as con
 from specbound.cli.options import check_positive, ray_target
+from specbound.errors import SpecboundError
 
 __all__ = ["HELP", "correlation"]
 
@@ -54,8 +56,6 @@ def correlation(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print one line per finished model."),
 ) -> None:
     """E3: which complexity measure tracks the generalisation gap?"""
-    from specbound.errors import SpecboundError
-
     if task is not None and task not in ("sparse-majority", "masked-synthetic"):
         fail(f"--task {task!r}: choose sparse-majority or masked-synthetic.", USAGE)
     if seed < 0:
@@ -85,7 +85,7 @@ def correlation(
     except SpecboundError as e:
         fail(str(e), BAD_INPUT)
     for model_id, msg in res["failed"]:
-        err.print(f"[yellow]failed:[/] {model_id}: {msg}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]failed:[/] {escape(str(model_id))}: {escape(str(msg))}", highlight=False, soft_wrap=True)
     meta = res["config"]
     con.print(f"E3 {cfg.task}: {len(res['models'])} models ({meta['models_reused_from_cache']} reused from "
               f"the cache) in {meta['wall_time_seconds']:.0f} s; granulated over {', '.join(meta['granulated_over'])}",

@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from specbound.cli.console import BAD_INPUT, USAGE, err, fail, progress_bar
 from specbound.cli.console import out as con
 from specbound.cli.options import check_positive
+from specbound.errors import SpecboundError
 
 __all__ = ["HELP", "scaling"]
 
@@ -37,8 +39,6 @@ def scaling(
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
 ) -> None:
     """E2: growth of the bound proxies with depth and width."""
-    from specbound.errors import SpecboundError
-
     fam = family.strip()
     if fam not in ("miniatures", "synthetic"):
         p = Path(fam).expanduser()
@@ -76,7 +76,7 @@ def scaling(
         fail(f"training diverged: {e}", BAD_INPUT)
 
     for m in res.missing:
-        err.print(f"[yellow]missing:[/] {m['source']} ({m['reason']})", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]missing:[/] {escape(str(m['source']))} ({escape(str(m['reason']))})", highlight=False, soft_wrap=True)
     con.print(f"E2 on {len(res.models)} models ({family}); wrote {out}/", highlight=False)
     _print_exponents(con, res.exponents)
     for f in res.files:

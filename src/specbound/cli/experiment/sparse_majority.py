@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from specbound.cli.console import BAD_INPUT, USAGE, err, fail, out, progress_bar
 from specbound.cli.options import check_positive
+from specbound.errors import SpecboundError
+
+if TYPE_CHECKING:
+    from specbound.experiments.common import ProgressEvent
 
 __all__ = ["sparse_majority"]
 
@@ -49,15 +54,6 @@ def sparse_majority(
 
     Trains the one-layer attention model on sparse majority for every (T, seed), measures train/test accuracy and loss, weight norms and every bound proxy, and writes runs.csv, trends.csv (slope against log2 T with a 95% interval), config.json and plots. Finished runs are cached in OUT/runs/ and reused on rerun.
     """  # noqa: E501 (one line: rich help keeps line breaks)
-    from specbound.errors import SpecboundError
-    from specbound.experiments.common import ProgressEvent
-    from specbound.experiments.sparse_majority import (
-        QUICK_DEVIATIONS,
-        SparseMajorityConfig,
-        quick_config,
-        run_study,
-    )
-
     over: dict[str, Any] = {}
     try:
         if lengths is not None:
@@ -74,6 +70,13 @@ def sparse_majority(
         fail(f"--seed {seed}: must be a non-negative integer.", USAGE)
     check_positive("--threads", threads)
     over.update(seed=seed, num_threads=threads)
+    from specbound.experiments.sparse_majority import (  # torch: once the plain checks passed
+        QUICK_DEVIATIONS,
+        SparseMajorityConfig,
+        quick_config,
+        run_study,
+    )
+
     cfg = quick_config(**over) if quick else SparseMajorityConfig(**over)
     try:
         cfg.validate()
@@ -96,7 +99,7 @@ def sparse_majority(
                 elif ev.kind == "run":
                     update(ev.done, status="")
                     if verbose:
-                        err.print(f"[{ev.done}/{ev.total}] {ev.message}", highlight=False, soft_wrap=True)
+                        err.print(f"[{ev.done}/{ev.total}] {escape(ev.message)}", highlight=False, soft_wrap=True)
 
             result = run_study(cfg, out_dir, progress=on_progress, plots=plots)
     except SpecboundError as e:
