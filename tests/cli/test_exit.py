@@ -48,3 +48,13 @@ def test_main_turns_an_uncaught_library_error_into_exit_1(monkeypatch, capsys):
     assert exc.value.code == 1
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip() == "error: model.safetensors: truncated."
+
+
+def test_reader_gone_is_a_quiet_exit_1():
+    """`specbound bounds | head -0`: no traceback, no second error while the interpreter exits."""
+    p = subprocess.Popen([sys.executable, "-m", "specbound.cli", "bounds"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()  # before the command has printed anything
+    stderr = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 1
+    assert stderr == ""
