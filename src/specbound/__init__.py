@@ -37,7 +37,7 @@ _EXPORTS = {
 #: subpackages reachable as attributes after a bare ``import specbound`` (as when they were
 #: imported eagerly)
 _SUBMODULES = {
-    "analysis", "bounds", "cli", "cli_bounds", "errors", "experiments", "measures", "parallel",
+    "analysis", "bounds", "cli", "errors", "experiments", "measures", "parallel",
     "report", "spectra", "weights",
 }
 

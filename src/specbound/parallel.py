@@ -1,4 +1,4 @@
-"""Many checkpoints: ``specbound analyze SOURCE SOURCE ... --jobs N | --ray [ADDRESS]``.
+"""Many checkpoints: ``specbound analyze SOURCE SOURCE ... --jobs N | --ray | --ray-address ADDRESS``.
 
 Each checkpoint is one task (:func:`analyze_one`): ``analyze`` plus its report, written to a
 subfolder of the output folder named after the source. Tasks run on a local process pool
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from specbound.errors import InputError, SpecboundError
 
-if TYPE_CHECKING:  # the CLI reads its --ray flag through this module before anything heavy loads
+if TYPE_CHECKING:  # pandas is imported where the table is built: importing this module is light
     import pandas as pd
 
-#: Value of ``--ray`` given without an address: start a local Ray instance.
+#: ``ray_address`` that starts a local Ray instance (the CLI's ``--ray`` without ``--ray-address``).
 RAY_LOCAL = "local"
 
 #: Columns of ``combined.csv`` before the per-bound ``log10_<family>`` columns.
@@ -162,24 +162,6 @@ def analyze_many(
         table.to_csv(tmp, index=False)
         os.replace(tmp, out / "combined.csv")
     return table, failed
-
-
-def normalise_ray_flag(argv: list[str]) -> list[str]:
-    """Let ``--ray`` be given without a value: ``--ray`` followed by nothing, by an option or by
-    an existing path (a SOURCE) becomes ``--ray=local``; ``--ray ADDRESS`` is kept."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--ray":
-            nxt = argv[i + 1] if i + 1 < len(argv) else None
-            if nxt is None or nxt.startswith("-") or Path(nxt).exists():
-                out.append(f"--ray={RAY_LOCAL}")
-                i += 1
-                continue
-        out.append(a)
-        i += 1
-    return out
 
 
 def ray_init(ray_address: str) -> Any:

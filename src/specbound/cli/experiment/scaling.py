@@ -1,11 +1,19 @@
-"""``specbound experiment scaling``: the E2 command (registered by :func:`register`)."""
+"""``specbound experiment scaling``: the command of experiment E2."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.markup import escape
+
+from specbound.cli.console import BAD_INPUT, USAGE, err, fail, progress_bar
+from specbound.cli.console import out as con
+from specbound.cli.options import check_positive
+from specbound.errors import SpecboundError
+
+__all__ = ["HELP", "scaling"]
 
 HELP = """E2: how the bound proxies grow with depth L and width N (Sakai & Imaizumi 2026, Section 6).
 
@@ -20,13 +28,6 @@ Writes OUT/models.csv, exponents.csv, norms.csv, config.json and PNG plots.
 """
 
 
-def _fail(message: str, code: int) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 def scaling(
     family: str = typer.Option("synthetic", "--family", help="miniatures, synthetic, or a grid FILE (.csv/.json)."),
     out: Path = typer.Option(Path("specbound-e2"), "--out", help="Output folder (reused on rerun)."),
@@ -38,35 +39,31 @@ def scaling(
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
 ) -> None:
     """E2: growth of the bound proxies with depth and width."""
-    from specbound.errors import SpecboundError
-
     fam = family.strip()
     if fam not in ("miniatures", "synthetic"):
         p = Path(fam).expanduser()
         if p.suffix.lower() not in (".csv", ".json", ".tsv"):
-            _fail(f"--family {family!r}: use miniatures, synthetic or a .csv/.json grid file.", 2)
+            fail(f"--family {family!r}: use miniatures, synthetic or a .csv/.json grid file.", USAGE)
         if not p.is_file():
-            _fail(f"--family {family}: no such grid file.", 2)
+            fail(f"--family {family}: no such grid file.", USAGE)
         fam = str(p)
     if seed < 0:
-        _fail(f"--seed {seed}: must be a non-negative integer.", 2)
+        fail(f"--seed {seed}: must be a non-negative integer.", USAGE)
     if not (l_phi > 0 and l_phi < float("inf")):
-        _fail(f"--l-phi {l_phi}: must be a positive finite number.", 2)
-    if threads is not None and threads < 1:
-        _fail(f"--threads {threads}: must be a positive integer.", 2)
+        fail(f"--l-phi {l_phi}: must be a positive finite number.", USAGE)
+    if threads is not None:
+        check_positive("--threads", threads)
     if out.exists() and not out.is_dir():
-        _fail(f"--out {out}: exists and is not a folder.", 2)
+        fail(f"--out {out}: exists and is not a folder.", USAGE)
     import torch
 
     try:
         torch.device(device)
     except (RuntimeError, ValueError):
-        _fail(f"--device {device!r}: not a torch device (e.g. cpu, cuda, cuda:1, mps).", 2)
+        fail(f"--device {device!r}: not a torch device (e.g. cpu, cuda, cuda:1, mps).", USAGE)
     if threads is not None:
         torch.set_num_threads(threads)
 
-    from specbound.cli import err, progress_bar
-    from specbound.cli import out as con
     from specbound.experiments.scaling import ScalingConfig, run_scaling
 
     cfg = ScalingConfig(family=fam, out=out, quick=quick, seed=seed, device=device, l_phi=l_phi, featured=featured)
@@ -74,19 +71,19 @@ def scaling(
         with progress_bar("E2 scaling") as update:
             res = run_scaling(cfg, lambda message, done, total: update(done, total, message))
     except SpecboundError as e:
-        _fail(str(e), 1)
+        fail(str(e), BAD_INPUT)
     except FloatingPointError as e:
-        _fail(f"training diverged: {e}", 1)
+        fail(f"training diverged: {e}", BAD_INPUT)
 
     for m in res.missing:
-        err.print(f"[yellow]missing:[/] {m['source']} ({m['reason']})", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]missing:[/] {escape(str(m['source']))} ({escape(str(m['reason']))})", highlight=False, soft_wrap=True)
     con.print(f"E2 on {len(res.models)} models ({family}); wrote {out}/", highlight=False)
     _print_exponents(con, res.exponents)
     for f in res.files:
         con.print(f"  {f}", highlight=False)
 
 
-def _print_exponents(con, exponents) -> None:  # type: ignore[no-untyped-def]
+def _print_exponents(con: Any, exponents: Any) -> None:
     from rich.table import Table
 
     if exponents.empty:
@@ -101,14 +98,3 @@ def _print_exponents(con, exponents) -> None:  # type: ignore[no-untyped-def]
         ci = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if has_ci else f"n/a ({r.n_points} points)"
         t.add_row(str(r.family), str(r.x), at, str(r.n_points), f"{r.slope:.3f}", ci)
     con.print(t)
-
-
-def register(experiment_app: typer.Typer) -> None:
-    """Add ``scaling`` to the ``specbound experiment`` group."""
-    experiment_app.command("scaling", help=HELP)(scaling)
-
-
-def main(argv: list[str] | None = None) -> None:  # pragma: no cover - convenience entry
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    register(app)
-    app(argv if argv is not None else sys.argv[1:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def test_analyze_tiny_model_writes_everything(tiny_bert, tmp_path):
     assert len(doc["matrices"]) == 2 * (4 + 4 + 2)
     assert {"p_star", "term", "term_p0", "gamma", "alpha", "norm_21", "effective_rank"} <= set(doc["matrices"][0])
     assert (tmp_path / "m.csv").read_text().startswith("layer,head,kind,rows,cols,rank")
-    assert doc["options"]["warm_start"]["planned"] == 4  # M_in, M_out of 2 layers
+    assert "warm_start" not in doc["options"]  # the warm start is gone (issue 20)
     # no stray staging files
     assert not [p for p in tmp_path.rglob(".specbound-*")]
 
@@ -222,11 +223,8 @@ def test_main_job_subprocess_on_default_model(tmp_path, minilm_path):
     assert "L=6" in res.stdout and "N=384" in res.stdout and "Report written to" in res.stdout
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert doc["model"]["L"] == 6 and len(doc["matrices"]) == 156
-    # the warm start ran on the packaged model's 12 feed-forward matrices before torch was imported;
-    # whatever it finished was used (tests/weights/test_warmstart.py: bit-identical results)
-    warm = doc["options"]["warm_start"]
-    assert warm["planned"] == 12 and warm["used"] == warm["computed"] <= 12 and "error" not in warm
-    assert ("while torch was loading" in res.stdout) == (warm["used"] > 0)
+    assert "warm_start" not in doc["options"] and "while torch was loading" not in res.stdout
+    assert re.search(r"^Analysed 156 matrices in \d+\.\d\d s\.$", res.stdout, re.M), res.stdout
 
 
 def test_custom_mapping_through_the_cli_matches_the_adapter(tiny_bert, tmp_path):
@@ -256,43 +254,60 @@ def test_custom_mapping_through_the_cli_matches_the_adapter(tiny_bert, tmp_path)
     _assert_fails(res, 1, "K", str(mfile))
 
 
-def test_early_warm_start_only_for_plain_analyze_command_lines(tiny_bert, tmp_path):
-    """main() starts the warm start before typer parses, for `analyze` with one SOURCE and plain
-    options; the command takes it only when typer parsed the same SOURCE, --config and --dtype."""
-    import specbound.cli as cli
+# --------------------------------------------------------------------------- several SOURCEs, Ray
 
-    src = str(tiny_bert)
-    cfg = str(tiny_bert / "config.json")
-    cases = {
-        ("analyze", src, "--no-plots", "--out", "o"): (src, None, "float64"),
-        ("analyze", "--dtype=float32", src, "--config", cfg, "--l-phi", "-1"): (src, Path(cfg), "float32"),
-        ("analyze",): (None, None, "float64"),  # the packaged model
-        ("analyze", src, "--dense"): None,
-        ("analyze", src, "--device", "cpu"): None,
-        ("analyze", src, "--cache", "c"): None,
-        ("analyze", src, "--help"): None,
-        ("analyze", src, src): None,
-        ("analyze", src, "--out"): None,  # a value missing: typer reports it
-        ("bounds",): None,
-    }
-    try:
-        for argv, key in cases.items():
-            cli._early_warm_start(list(argv))
-            got = cli._early
-            cli._early = None
-            assert (got[0] if got else None) == key, argv
-            if got:
-                got[1].close()
-        cli._early_warm_start(["analyze", src])
-        assert cli._early is not None
-        warm = cli._early[1]
-        assert cli._take_early_warm_start(src, None, "float32") is None and cli._early is None  # closed
-        assert warm._thread is None or not warm._thread.is_alive()
-        cli._early_warm_start(["analyze", src])
-        warm = cli._early[1]
-        assert cli._take_early_warm_start(src, None, "float64") is warm
-        warm.close()
-    finally:
-        if cli._early is not None:
-            cli._early[1].close()
-            cli._early = None
+
+@pytest.fixture
+def fake_many(monkeypatch):
+    """Replace the library's analyze_many: record what the command passes, return an empty table."""
+    import pandas as pd
+
+    import specbound.parallel as parallel
+
+    calls: list[dict] = []
+
+    def analyze_many(sources, out_dir, **kw):
+        calls.append({"sources": list(sources), "out_dir": out_dir, **kw})
+        return pd.DataFrame(columns=parallel.COMBINED_COLUMNS), []
+
+    monkeypatch.setattr(parallel, "analyze_many", analyze_many)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "args, address",
+    [
+        ((), None),
+        (("--jobs", "2"), None),
+        (("--ray",), "local"),  # a local instance
+        (("--ray-address", "auto"), "auto"),  # join a cluster
+        (("--ray-address", "10.0.0.1:6379"), "10.0.0.1:6379"),
+        (("--ray", "--ray-address", "10.0.0.1:6379"), "10.0.0.1:6379"),  # the address wins
+    ],
+)
+def test_ray_flag_and_address_reach_analyze_many(fake_many, tmp_path, args, address):
+    res = run("analyze", "a", "b", "--out", str(tmp_path / "o"), "--no-plots", *args)
+    assert res.exit_code == 0, res.output
+    (call,) = fake_many
+    assert call["sources"] == ["a", "b"] and call["ray_address"] == address and call["plots"] is False
+    assert call["jobs"] == (2 if "--jobs" in args else 1)
+
+
+def test_ray_before_a_source_is_a_flag_not_an_address(fake_many, tmp_path):
+    """`--ray` takes no value: the word after it is a SOURCE (the old optional-value form is gone)."""
+    res = run("analyze", "--ray", "a", "b", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 0, res.output
+    assert fake_many[0]["sources"] == ["a", "b"] and fake_many[0]["ray_address"] == "local"
+
+
+def test_ray_address_usage_errors(fake_many, tmp_path):
+    _assert_fails(run("analyze", "a", "b", "--ray-address", " ", "--out", str(tmp_path / "o")), 2, "--ray-address")
+    _assert_fails(run("analyze", "a", "b", "--ray-address"), 2, "--ray-address")  # the value is required
+    _assert_fails(run("analyze", "a", "b", "--ray=auto"), 2)  # --ray is a flag
+    assert fake_many == []
+
+
+def test_ray_missing_is_a_one_line_error(tiny_bert, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    res = run("analyze", str(tiny_bert), str(tiny_bert), "--out", str(tmp_path / "o"), "--ray")
+    _assert_fails(res, 1, "error:", "pip install 'specbound[ray]'")

@@ -1,12 +1,20 @@
-"""``specbound experiment correlation``: the E3 command (registered by :func:`register`)."""
+"""``specbound experiment correlation``: the command of experiment E3."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from rich.markup import escape
+
+from specbound.cli.console import BAD_INPUT, USAGE, err, fail, progress_bar
+from specbound.cli.console import out as con
+from specbound.cli.options import check_positive, ray_target
+from specbound.errors import SpecboundError
+
+__all__ = ["HELP", "correlation"]
 
 HELP = """E3: which complexity measure tracks the generalisation gap? (Jiang et al. 2020 style scores.)
 
@@ -22,22 +30,15 @@ Default grid (128 models): depth {1,2} x width {32,64} x n_train {128,1024} x we
 n_train, label noise, steps; width 32), a few minutes on 2 cores. --grid FILE (YAML or JSON)
 changes it: keys task, axes (lists of values), base (values of axes not swept), settings.
 
-Runs on a local process pool (--jobs, default: the number of cores) or, with --ray [ADDRESS],
-as one Ray task per model (no address: a local Ray instance). Finished models are cached in
-OUT/models/ and reused, so an interrupted sweep resumes where it stopped.
+Runs on a local process pool (--jobs, default: the number of cores) or as one Ray task per
+model: --ray starts a local Ray instance, --ray-address ADDRESS joins a cluster. Finished models
+are cached in OUT/models/ and reused, so an interrupted sweep resumes where it stopped.
 
 Writes OUT/models.csv (hyper-parameters, train/test metrics, gaps, every measure),
 OUT/scores.csv (per target gap and measure: Kendall tau, granulated tau per axis and mean,
 sign-error rate over coupled pairs, number of models), OUT/config.json (config, versions,
 timings), OUT/ranking.png and OUT/plots/scatter_<measure>.png.
 """
-
-
-def _fail(message: str, code: int) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def correlation(
@@ -47,26 +48,24 @@ def correlation(
     quick: bool = typer.Option(False, "--quick", help="The 16-model preset (a few minutes on 2 cores)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data, initialisations and mini-batches."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Local worker processes (default: cores)."),
-    ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: ADDRESS of a cluster, or no value for a local instance."),
+    ray: bool = typer.Option(False, "--ray", help="Run on Ray, on a local instance started for the sweep."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Run on the Ray cluster at ADDRESS (auto or HOST:PORT); implies --ray."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the scatter plots and the ranking chart."),
     top: int = typer.Option(15, "--top", help="Rows of the ranking table printed (all are in scores.csv)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print one line per finished model."),
 ) -> None:
     """E3: which complexity measure tracks the generalisation gap?"""
-    from specbound.errors import SpecboundError
-
     if task is not None and task not in ("sparse-majority", "masked-synthetic"):
-        _fail(f"--task {task!r}: choose sparse-majority or masked-synthetic.", 2)
+        fail(f"--task {task!r}: choose sparse-majority or masked-synthetic.", USAGE)
     if seed < 0:
-        _fail(f"--seed {seed}: must be a non-negative integer.", 2)
-    if jobs is not None and jobs < 1:
-        _fail(f"--jobs {jobs}: must be a positive integer.", 2)
-    if top < 1:
-        _fail(f"--top {top}: must be a positive integer.", 2)
-    if ray is not None and jobs is not None:
-        _fail("--jobs and --ray exclude each other: Ray decides where the tasks run.", 2)
-    from specbound.cli import err, progress_bar
-    from specbound.cli import out as con
+        fail(f"--seed {seed}: must be a non-negative integer.", USAGE)
+    if jobs is not None:
+        check_positive("--jobs", jobs)
+    check_positive("--top", top)
+    target = ray_target(ray, ray_address)
+    if target is not None and jobs is not None:
+        fail("--jobs and --ray exclude each other: Ray decides where the tasks run.", USAGE)
     from specbound.experiments.correlation import default_config, load_grid, quick_config, run_sweep
 
     try:
@@ -75,18 +74,18 @@ def correlation(
         else:
             cfg = (quick_config if quick else default_config)(task or "sparse-majority", seed)
         with progress_bar(f"E3 {cfg.task}") as update:
-            def on_event(ev) -> None:  # type: ignore[no-untyped-def]
+            def on_event(ev: Any) -> None:
                 if ev.kind in ("start", "run"):
                     update(ev.done, ev.total, f"E3 {cfg.task}")
                 if verbose and ev.kind == "run":
                     err.print(ev.message, highlight=False, soft_wrap=True)
 
-            res = run_sweep(cfg, out, jobs=jobs or (os.cpu_count() or 1), ray_address=ray,
+            res = run_sweep(cfg, out, jobs=jobs or (os.cpu_count() or 1), ray_address=target,
                             progress=on_event, plots=plots)
     except SpecboundError as e:
-        _fail(str(e), 1)
+        fail(str(e), BAD_INPUT)
     for model_id, msg in res["failed"]:
-        err.print(f"[yellow]failed:[/] {model_id}: {msg}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]failed:[/] {escape(str(model_id))}: {escape(str(msg))}", highlight=False, soft_wrap=True)
     meta = res["config"]
     con.print(f"E3 {cfg.task}: {len(res['models'])} models ({meta['models_reused_from_cache']} reused from "
               f"the cache) in {meta['wall_time_seconds']:.0f} s; granulated over {', '.join(meta['granulated_over'])}",
@@ -96,10 +95,10 @@ def correlation(
               soft_wrap=True)
 
 
-def _print_ranking(con, scores, top: int) -> None:  # type: ignore[no-untyped-def]
+def _print_ranking(con: Any, scores: Any, top: int) -> None:
     from rich.table import Table
 
-    def f(v) -> str:  # type: ignore[no-untyped-def]
+    def f(v: Any) -> str:
         return "n/a" if v is None or v != v else f"{v:+.3f}"
 
     from rich import box
@@ -112,15 +111,10 @@ def _print_ranking(con, scores, top: int) -> None:  # type: ignore[no-untyped-de
     for c in ("#", "measure", "τ", "gran. τ", "± se", "sign err", "n"):
         t.add_column(c, justify="left" if c == "measure" else "right", no_wrap=True)
 
-    def plain(v) -> str:  # type: ignore[no-untyped-def]
+    def plain(v: Any) -> str:
         return "n/a" if v is None or v != v else f"{v:.3f}"
 
     for r in sub.to_dict("records"):
         t.add_row(str(r["rank"]), r["measure"], f(r["kendall_tau"]), f(r["granulated_tau_mean"]),
                   plain(r["granulated_tau_mean_se"]), plain(r["sign_error_rate"]), str(r["n_models"]))
     con.print(t)
-
-
-def register(experiment_app: typer.Typer) -> None:
-    """Add ``correlation`` to the ``specbound experiment`` group."""
-    experiment_app.command("correlation", help=HELP)(correlation)

@@ -1,0 +1,116 @@
+"""``specbound analyze``: one checkpoint (a report folder and a summary) or several (one report
+per checkpoint, ``combined.csv`` and a table; :mod:`specbound.parallel`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from specbound.cli.console import BAD_INPUT, USAGE, error_line, fail, out, progress_bar
+from specbound.cli.options import check_analysis_options, ray_target
+from specbound.cli.summary import print_summary
+from specbound.errors import SpecboundError
+
+__all__ = ["analyze"]
+
+
+def analyze(
+    source: Optional[list[str]] = typer.Argument(
+        None, help="Checkpoint: HF folder, .safetensors file, sharded folder, or hub id. "
+        "Default: the packaged all-MiniLM-L6-v2. Several: one report per checkpoint in a "
+        "subfolder of --out and --out/combined.csv (see --jobs, --ray, --ray-address)."
+    ),
+    out_dir: Path = typer.Option(Path("specbound-report"), "--out", help="Report folder (JSON, CSV, plots)."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the JSON report here."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the per-matrix table here."),
+    config: Optional[Path] = typer.Option(None, "--config", help="config.json to use instead of the checkpoint's."),
+    mapping: Optional[Path] = typer.Option(None, "--mapping", help="JSON name mapping for custom models."),
+    bounds: str = typer.Option("all", "--bounds", help="Comma-separated bound families, or 'all'."),
+    dense: bool = typer.Option(False, "--dense", help="Form every product and take dense SVDs (parity)."),
+    dtype: str = typer.Option("float64", "--dtype", help="float64 or float32."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    l_phi: Optional[float] = typer.Option(
+        None, "--l-phi", help="Lipschitz constant of the activation (default: from the config's activation; GELU 1.13, SiLU 1.1, ReLU 1)."
+    ),
+    grid_m: Optional[int] = typer.Option(None, "--grid-m", help="Schatten grid resolution m (default ceil(L + ln N))."),
+    ff_method: str = typer.Option("auto", "--ff-method", help="Feed-forward spectra: auto, gram or svd."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Sequence length T for families with a log T factor."),
+    init: Optional[str] = typer.Option(None, "--init", help="Reference checkpoint (same architecture): distances A - A_0."),
+    cache: Optional[Path] = typer.Option(
+        None, "--cache", help="Spectra cache folder (keyed by tensor content): reruns do no linear algebra."
+    ),
+    approx: bool = typer.Option(
+        False, "--approx", help="Matrix-free estimates of the feed-forward spectra, with error columns (giant models)."
+    ),
+    jobs: int = typer.Option(1, "--jobs", help="Several SOURCEs: local worker processes."),
+    ray: bool = typer.Option(
+        False, "--ray", help="Several SOURCEs: run on Ray, on a local instance started for the run "
+        "(needs specbound\\[ray])."
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="Several SOURCEs: run on the Ray cluster at ADDRESS "
+        "(auto or HOST:PORT); implies --ray."
+    ),
+) -> None:
+    """Spectra, per-matrix measures and bound proxies of one checkpoint."""
+    check_analysis_options(dtype=dtype, device=device, ff_method=ff_method, grid_m=grid_m, l_phi=l_phi, jobs=jobs,
+                           dense=dense, approx=approx)
+    target = ray_target(ray, ray_address)
+    options: dict[str, Any] = dict(
+        config=config, mapping=mapping, bounds=bounds, l_phi=l_phi, grid_m=grid_m, dtype=dtype, device=device,
+        dense=dense, ff_method=ff_method, seq_len=seq_len, init=init, cache=cache, approx=approx,
+    )
+    sources = list(source or [])
+    if len(sources) > 1:
+        if json_file is not None or csv_file is not None:
+            fail("--json/--csv take one checkpoint; with several SOURCEs every report is in --out/<name>/.", USAGE)
+        _analyze_many(sources, out_dir, jobs=jobs, ray_address=target, plots=plots, **options)
+        return
+    from specbound.analysis import analyze as run  # torch, pandas: imported once the options are known good
+    from specbound.report import write_report
+
+    try:
+        with progress_bar("analysing layers") as update:
+            report = run(sources[0] if sources else None, progress=update, **options)
+        with progress_bar("writing report") as update:
+            written = write_report(report, out_dir, json_path=json_file, csv_path=csv_file, plots=plots)
+    except SpecboundError as e:
+        fail(str(e), BAD_INPUT)
+    print_summary(report, written, out_dir)
+
+
+def _analyze_many(sources: list[str], out_dir: Path, *, jobs: int, ray_address: str | None, plots: bool,
+                  **kwargs: Any) -> None:
+    """Several checkpoints (specbound/parallel.py): progress over checkpoints, a summary table."""
+    from specbound.parallel import analyze_many
+
+    try:
+        with progress_bar(f"analysing {len(sources)} checkpoints") as update:
+            table, failed = analyze_many(sources, out_dir, jobs=jobs, ray_address=ray_address, plots=plots,
+                                         progress=update, **kwargs)
+    except SpecboundError as e:
+        fail(str(e), BAD_INPUT)
+    t = Table(title="Checkpoints (log10 of the main proxies; every family in combined.csv)", title_justify="left")
+    main = [c for c in ("log10_spectrum_adaptive", "log10_edelman") if c in table.columns]
+    cols = ["report", "model_type", "L", "N"] + (main or [c for c in table.columns if c.startswith("log10_")][:2])
+    for c in cols:
+        t.add_column(c.removeprefix("log10_"), justify="left" if c in ("report", "model_type") else "right")
+    for _, r in table.iterrows():
+        t.add_row(*[_cell(r[c]) for c in cols])
+    out.print(t)
+    if len(table):
+        out.print(f"Reports written to [bold]{out_dir}[/] (one folder per checkpoint, combined.csv)", highlight=False)
+    for src, msg in failed:
+        error_line(msg if src in msg else f"{src}: {msg}")
+    if failed:
+        raise typer.Exit(BAD_INPUT)
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return f"{v:.3f}" if isinstance(v, float) else str(v)

@@ -1,0 +1,81 @@
+"""What every command prints through: the two consoles, :func:`fail`, :func:`error_line` and
+:func:`progress_bar`.
+
+Results go to ``out`` (stdout); errors, warnings and progress bars go to ``err`` (stderr), so a
+piped stdout carries only the results. Exit codes: 0 success, 1 bad input (a file, tensor or
+value the library refused), 2 usage error (an option the command line got wrong).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn, Protocol
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+__all__ = ["BAD_INPUT", "USAGE", "ProgressUpdate", "err", "error_line", "fail", "out", "progress_bar"]
+
+#: Exit code of an input the library refused (``SpecboundError``, a file that cannot be written).
+BAD_INPUT = 1
+#: Exit code of a usage error (an option value the command rejects before any work).
+USAGE = 2
+
+out = Console()
+err = Console(stderr=True)
+
+
+def error_line(message: str) -> None:
+    """Print ``error: message`` on stderr (one logical line; rich may wrap it). ``message`` is
+    plain text: brackets in it (``specbound[ray]``, ``[H, N, d_h]``) are printed, not read as markup."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print a one-line error and end the command with exit ``code`` (:data:`BAD_INPUT` or
+    :data:`USAGE`). The code is always explicit: which one a check gives is part of the CLI's
+    contract."""
+    error_line(message)
+    raise typer.Exit(code)
+
+
+class ProgressUpdate(Protocol):
+    """The callable :func:`progress_bar` yields. ``update(done, total)`` is also the library's
+    ``progress(done, total)`` signature."""
+
+    def __call__(self, done: int | None = None, total: int | None = None, description: str | None = None,
+                 *, status: str | None = None) -> None: ...
+
+
+@contextmanager
+def progress_bar(description: str, *, status: bool = False) -> Iterator[ProgressUpdate]:
+    """A rich progress bar on stderr (hidden when stderr is not a terminal).
+
+    Yields ``update(done=None, total=None, description=None, *, status=None)``: arguments left
+    ``None`` keep their value, except the description, which falls back to ``description``.
+    ``status=True`` adds a trailing text column set by ``update(status=...)``. Lines printed on
+    :data:`err` while the bar runs appear above it.
+    """
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    if status:
+        columns.append(TextColumn("{task.fields[status]}"))
+    bar = Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
+    task = bar.add_task(description, total=None, **({"status": ""} if status else {}))
+    default = description
+
+    def update(done: int | None = None, total: int | None = None, description: str | None = None,
+               *, status: str | None = None) -> None:
+        fields: dict[str, object] = {}
+        if done is not None:
+            fields["completed"] = done
+        if total is not None:
+            fields["total"] = total
+        if status is not None:
+            fields["status"] = status
+        bar.update(task, description=description or default, **fields)
+
+    with bar:
+        yield update

@@ -1,0 +1,71 @@
+"""Checks of option values shared by several commands, made before anything heavy is imported
+(a usage error costs no torch import), and the ``--ray`` / ``--ray-address`` pair.
+
+The library checks its arguments again (it is called from Python too); these checks only turn
+the common mistakes into usage errors (exit 2) that name the option.
+"""
+
+from __future__ import annotations
+
+import math
+
+from specbound.cli.console import USAGE, fail
+
+__all__ = ["DTYPES", "FF_METHODS", "check_analysis_options", "check_positive", "ray_target"]
+
+DTYPES = ("float64", "float32")
+DEVICES = ("cpu", "cuda")
+FF_METHODS = ("auto", "gram", "svd")
+
+
+def check_analysis_options(
+    *,
+    dtype: str,
+    device: str | None = None,
+    ff_method: str | None = None,
+    grid_m: int | None = None,
+    l_phi: float | None = None,
+    jobs: int | None = None,
+    dense: bool = False,
+    approx: bool = False,
+) -> None:
+    """Exit 2 with a one-line message naming the first bad analysis option.
+
+    Options a command does not have are left ``None`` (``grid_m`` and ``l_phi`` are ``None`` also
+    when they take their default), and are not checked.
+    """
+    if dtype not in DTYPES:
+        fail(f"--dtype {dtype!r}: use float64 or float32.", USAGE)
+    if device is not None and device.split(":")[0] not in DEVICES:
+        fail(f"--device {device!r}: use cpu or cuda.", USAGE)
+    if ff_method is not None and ff_method not in FF_METHODS:
+        fail(f"--ff-method {ff_method!r}: use auto, gram or svd.", USAGE)
+    if grid_m is not None and grid_m < 1:
+        fail(f"--grid-m {grid_m}: must be a positive integer.", USAGE)
+    if l_phi is not None and not (0 < l_phi < math.inf):
+        fail(f"--l-phi {l_phi}: must be a positive finite number.", USAGE)
+    if jobs is not None:
+        check_positive("--jobs", jobs)
+    if approx and dense:
+        fail("--approx and --dense exclude each other.", USAGE)
+
+
+def check_positive(flag: str, value: int) -> None:
+    """Exit 2 unless ``value`` is a positive integer."""
+    if value < 1:
+        fail(f"{flag} {value}: must be a positive integer.", USAGE)
+
+
+def ray_target(ray: bool, ray_address: str | None) -> str | None:
+    """The ``ray_address`` argument of :func:`specbound.parallel.map_tasks` for ``--ray`` (a local
+    Ray instance) and ``--ray-address ADDRESS`` (join a cluster; implies ``--ray``): ``None`` when
+    neither is given, :data:`specbound.parallel.RAY_LOCAL` for ``--ray`` alone."""
+    if ray_address is not None:
+        if not ray_address.strip():
+            fail("--ray-address is empty: give auto or HOST:PORT (or use --ray for a local instance).", USAGE)
+        return ray_address.strip()
+    if ray:
+        from specbound.parallel import RAY_LOCAL  # the standard library only: no heavy import
+
+        return RAY_LOCAL
+    return None
