@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import specbound
 from specbound.cli import app
 from specbound.errors import InputError
-from specbound.parallel import analyze_many, normalise_ray_flag, report_dirs
+from specbound.parallel import analyze_many, report_dirs
 
 from builders import write_bert
 
@@ -73,18 +73,11 @@ def test_report_dirs_are_distinct_and_safe(tmp_path):
     assert report_dirs([tmp_path / "x", str(tmp_path / "x") + "/", "org/name", "a b?"]) == ["x", "x-2", "org__name", "a_b"]
 
 
-def test_ray_flag_without_address(tmp_path):
-    assert normalise_ray_flag(["analyze", "a", "--ray"]) == ["analyze", "a", "--ray=local"]
-    assert normalise_ray_flag(["analyze", "--ray", "--jobs", "2"]) == ["analyze", "--ray=local", "--jobs", "2"]
-    assert normalise_ray_flag(["analyze", "--ray", str(tmp_path)]) == ["analyze", "--ray=local", str(tmp_path)]
-    assert normalise_ray_flag(["analyze", "a", "--ray", "10.0.0.1:6379"]) == ["analyze", "a", "--ray", "10.0.0.1:6379"]
-
-
 def test_ray_missing_is_a_clear_error(two, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
     with pytest.raises(InputError, match=r"specbound\[ray\]"):
         analyze_many(two, tmp_path / "o", ray_address="local")
-    res = runner.invoke(app, ["analyze", str(two[0]), str(two[1]), "--out", str(tmp_path / "o"), "--ray=local"])
+    res = runner.invoke(app, ["analyze", str(two[0]), str(two[1]), "--out", str(tmp_path / "o"), "--ray"])
     assert res.exit_code == 1 and "pip install" in res.output
 
 

@@ -9,7 +9,7 @@ __all__ = ["version"]
 
 def version() -> None:
     """Print the versions of specbound and its main dependencies."""
-    from specbound.analysis import _versions
+    from specbound.report.schema import versions
 
-    for k, v in _versions().items():
+    for k, v in versions().items():
         out.print(f"{k} {v}", highlight=False)
