@@ -12,7 +12,7 @@ import torch
 
 import specbound
 from specbound.bounds.spectrum_adaptive import default_grid_m, ln_term_curve, p_grid
-from specbound.weights.canonical import LayerWeights, ModelInfo, TransformerWeights
+from specbound.weights.canonical import LayerWeights, TransformerWeights
 
 from builders import make_model, transform
 
