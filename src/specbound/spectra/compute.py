@@ -22,8 +22,8 @@ import torch
 from specbound.errors import InputError
 from specbound.spectra.blocks import ORDER, Block, BlockResult, blocks_of, difference_blocks
 from specbound.spectra.kernels import FF_METHODS, FFMethod, blas_threads
-from specbound.spectra.spectrum import LayerSpectra, ModelSpectra, WeightNorms, vector_label
-from specbound.weights.canonical import LayerWeights, ModelInfo, TransformerWeights
+from specbound.spectra.spectrum import LayerSpectra, ModelSpectra, WeightNorms
+from specbound.weights.canonical import LayerWeights, ModelInfo, TransformerWeights, vector_label
 
 if TYPE_CHECKING:
     from specbound.spectra.approx import ApproxOptions

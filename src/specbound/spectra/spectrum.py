@@ -62,20 +62,6 @@ class MatrixSpectrum:
         return {}, None
 
 
-#: A 1-D tensor of ``LayerWeights.extras`` is a normalisation parameter when its name matches this.
-_NORM_NAME = ("norm", "layernorm", "layer_norm", "ln_", ".ln", "rms")
-
-
-def vector_label(name: str) -> str:
-    """``"norm"`` (LayerNorm/RMSNorm weight or bias), ``"bias"`` or ``"other"``, by tensor name."""
-    low = name.lower()
-    if any(k in low for k in _NORM_NAME):
-        return "norm"
-    if low.endswith("bias") or ".bias" in low or low.startswith("b_") or "_bias" in low:
-        return "bias"
-    return "other"
-
-
 @dataclass
 class WeightNorms:
     """Entrywise norms ``‖W‖_{1,1} = Σ_ij |W_ij|`` of one layer's weights; O(params), no products.
@@ -84,7 +70,7 @@ class WeightNorms:
     ``H_kv`` values, one per key/value head as stored). ``totals[k]``: the whole weight
     (``W_Q``, ``W_K``, ``W_V``, ``W_O``, ``M_in``, ``M_out``; each parameter counted once).
     ``vectors[name] = (label, ‖v‖_1)`` for every 1-D tensor of ``LayerWeights.extras``, labelled
-    ``bias``, ``norm`` or ``other`` by :func:`vector_label`. ``params``: parameter count per weight.
+    ``bias``, ``norm`` or ``other`` (:func:`specbound.weights.canonical.vector_label`). ``params``: parameter count per weight.
     """
 
     heads: dict[str, list[float]]

@@ -143,6 +143,20 @@ class ModelInfo:
         }
 
 
+#: A 1-D tensor of ``LayerWeights.extras`` is a normalisation parameter when its name matches this.
+_NORM_NAME = ("norm", "layernorm", "layer_norm", "ln_", ".ln", "rms")
+
+
+def vector_label(name: str) -> str:
+    """``"norm"`` (LayerNorm/RMSNorm weight or bias), ``"bias"`` or ``"other"``, by tensor name."""
+    low = name.lower()
+    if any(k in low for k in _NORM_NAME):
+        return "norm"
+    if low.endswith("bias") or ".bias" in low or low.startswith("b_") or "_bias" in low:
+        return "bias"
+    return "other"
+
+
 #: How an adapter joins the names of several stored tensors that make one matrix
 #: (``M_in = [W_gate | W_up]``): ``"a | b"``.
 NAME_SEPARATOR = " | "

@@ -69,10 +69,9 @@ def _open_safetensors(path: Path):  # -> safetensors safe_open handle
         ) from None
     # safe_open checks the header; make sure the data section is complete too, so a truncated
     # download fails here with its name instead of later as a bus error.
-    header_len = int.from_bytes(path.open("rb").read(8), "little")
     try:
-        with path.open("rb") as fh:
-            fh.seek(8)
+        with path.open("rb") as fh:  # one open, closed here: the length prefix, then the header
+            header_len = int.from_bytes(fh.read(8), "little")
             header = json.loads(fh.read(header_len))
     except (ValueError, UnicodeDecodeError):
         raise InputError(f"{path}: corrupt safetensors header. Re-download the checkpoint.") from None
