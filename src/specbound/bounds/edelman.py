@@ -25,12 +25,12 @@ TWO_THIRDS = 2.0 / 3.0
 
 
 def ln_xi_terms(inp: BoundInput) -> pd.DataFrame:
-    """One row per summand of ξ[ℓ] (layer, head, kind, ln of the summand), in table order."""
+    """One row per summand of ξ[ℓ] (layer, head, kind, ln of the summand, ln α[ℓ]), in table order."""
     t = inp.table
     spec_in, spec_out, spec_ov = t.values("ln_spec", "M_in"), t.values("ln_spec", "M_out"), t.values("ln_spec", "OV")
     f = t.frame
     rows = []
-    for layer, head, kind, n21 in zip(f["layer"], f["head"], f["kind"], f["ln_21"]):
+    for layer, head, kind, n21, ln_alpha in zip(f["layer"], f["head"], f["kind"], f["ln_21"], f["ln_alpha"]):
         ln_ff = spec_out[layer] + spec_in[layer]  # ln C_2(M_out) + ln C_2(M_in)
         if kind == "QK":
             ln = ln_ff + spec_ov[layer, head] + n21
@@ -40,7 +40,8 @@ def ln_xi_terms(inp: BoundInput) -> pd.DataFrame:
             ln = spec_out[layer] + n21
         else:
             ln = n21
-        rows.append({"layer": layer, "head": head, "kind": kind, "ln_summand": TWO_THIRDS * float(ln)})
+        rows.append({"layer": layer, "head": head, "kind": kind, "ln_summand": TWO_THIRDS * float(ln),
+                     "ln_alpha": float(ln_alpha)})
     return pd.DataFrame(rows)
 
 
@@ -60,7 +61,6 @@ class Edelman(Bound):
 
     def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
         terms = ln_xi_terms(inp)
-        terms["ln_alpha"] = inp.table.frame["ln_alpha"].to_numpy()
         terms["ln_weighted"] = TWO_THIRDS * terms["ln_alpha"] + terms["ln_summand"]
         ln_sum = logsumexp(terms["ln_weighted"].to_numpy())
         ln_inner = float(np.logaddexp(0.0, ln_sum))

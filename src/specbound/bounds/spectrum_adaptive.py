@@ -73,15 +73,16 @@ def term_table(inp: BoundInput, params: BoundParams) -> pd.DataFrame:
     L, N = inp.info.n_layers, inp.info.d_model
     m, grid = grid_of(inp, params)
     t = inp.table.frame
-    ln_c = (t["ln_gamma"].to_numpy() + t["ln_alpha"].to_numpy()) + math.log(L)
     rows = []
-    for i, (layer, head, kind, ms) in enumerate(inp.spectra.matrices()):
-        curve = ln_term_curve(ms.values.double().numpy(), ms.r, float(ln_c[i]), N, grid)
+    for layer, head, kind, ln_gamma, ln_alpha in zip(t["layer"], t["head"], t["kind"], t["ln_gamma"], t["ln_alpha"]):
+        ms = inp.spectra.matrix(layer, head, kind)
+        ln_c = float(ln_gamma + ln_alpha + math.log(L))
+        curve = ln_term_curve(ms.values.double().numpy(), ms.r, ln_c, N, grid)
         k = int(np.argmin(curve))  # first minimiser; -inf (T = 0) wins
         rows.append({
             "layer": layer, "head": head, "kind": kind, "p_star": float(grid[k]),
             "p_star_fraction": str(Fraction(k, m)), "ln_term": float(curve[k]), "ln_term_p0": float(curve[0]),
-            "ln_gamma": float(t["ln_gamma"].iat[i]), "ln_alpha": float(t["ln_alpha"].iat[i]),
+            "ln_gamma": float(ln_gamma), "ln_alpha": float(ln_alpha),
         })
     return pd.DataFrame(rows)
 

@@ -115,7 +115,7 @@ class TraugerTewariProxy(Bound):
         spec_in, spec_out, spec_ov = t.values("ln_spec", "M_in"), t.values("ln_spec", "M_out"), t.values("ln_spec", "OV")
         f = t.frame
         rows = []
-        for layer, head, kind, ln_l11 in zip(f["layer"], f["head"], f["kind"], f["ln_l11"]):
+        for layer, head, kind, ln_l11, ln_alpha in zip(f["layer"], f["head"], f["kind"], f["ln_l11"], f["ln_alpha"]):
             ln_ff = float(spec_out[layer] + spec_in[layer])
             if kind == "QK":
                 ln = ln_ff + float(spec_ov[layer, head]) + ln_l11
@@ -126,9 +126,8 @@ class TraugerTewariProxy(Bound):
             else:
                 ln = ln_l11
             rows.append({"layer": layer, "head": head, "kind": kind, "ln_l11": float(ln_l11),
-                         "ln_summand": TWO_THIRDS * ln})
+                         "ln_summand": TWO_THIRDS * ln, "ln_alpha": float(ln_alpha)})
         terms = pd.DataFrame(rows)
-        terms["ln_alpha"] = f["ln_alpha"].to_numpy()
         terms["ln_weighted"] = TWO_THIRDS * terms["ln_alpha"] + terms["ln_summand"]
         ln_total = 1.5 * float(np.logaddexp(0.0, logsumexp(terms["ln_weighted"].to_numpy())))
         notes = [
