@@ -159,6 +159,12 @@ TABLE_COLUMNS = [
 ]
 KEY = ["layer", "head", "kind"]
 
+#: Columns of :attr:`MatrixTable.links` (this project's layer chain, ``bounds.md`` §6).
+LINK_COLUMNS = ["layer", "head", "kind", "rows", "cols", "ln_rho", "ln_spec", "ln_fro2", "ln_21", "ln_d_spec",
+                "ln_d_fro2", "ln_d_21"]
+#: The links of one layer in chain order.
+LINK_KINDS = ("VO", "M_in", "M_out")
+
 
 class MatrixTable:
     """Every per-matrix quantity of an analysis, one row per matrix, keyed by ``(layer, head, kind)``.
@@ -181,11 +187,22 @@ class MatrixTable:
     ``ln_gamma``, ``ln_alpha`` ``ln γ*(A)`` and ``ln α[ℓ]`` of §4 (α with the given ``L_φ``)
     ``method``, ``approximate`` how the spectrum was obtained; whether it is an estimate
     ========================= ===================================================================
+
+    :attr:`links` is this project's layer chain (``bounds.md`` §6), read by the product-type
+    baselines and classic measures: per layer, in order, ``VO[ℓ] = W_V W_O`` (all heads in one
+    link), ``M_in[ℓ]`` (``ln_rho = ln L_φ``), ``M_out[ℓ]``; QK enters no link. Columns
+    (:data:`LINK_COLUMNS`, keyed like the matrices with ``head`` −1): ``ln_spec``, ``ln_fro2``,
+    ``ln_21`` and the distances ``ln_d_*`` as above; NaN for a VO link the spectra do not carry.
     """
 
-    def __init__(self, frame: "pd.DataFrame", reference: bool = False):
+    def __init__(self, frame: "pd.DataFrame", reference: bool = False, links: "pd.DataFrame | None" = None):
         self.frame = frame
         self.reference = reference
+        if links is None:
+            import pandas as pd
+
+            links = pd.DataFrame(columns=LINK_COLUMNS)
+        self.links = links
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -224,7 +241,8 @@ class MatrixTable:
             else:
                 row.update(ln_d_spec=row["ln_spec"], ln_d_fro2=row["ln_fro2"], ln_d_21=row["ln_21"])
             rows.append(row)
-        return cls(pd.DataFrame(rows, columns=TABLE_COLUMNS), reference=reference is not None)
+        frame = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+        return cls(frame, reference=reference is not None, links=_links(spectra, frame, l_phi, reference))
 
     def values(self, column: str, kind: str) -> np.ndarray:
         """``column`` of the matrices of ``kind`` as an array: ``[L, H]`` for QK/OV, ``[L]`` for M_in/M_out."""
@@ -237,6 +255,38 @@ class MatrixTable:
     def zero_matrices(self) -> "pd.DataFrame":
         """The rows whose matrix is zero (``σ_1 = 0``)."""
         return self.frame[~np.isfinite(self.frame["ln_spec"].to_numpy())]
+
+
+def _link_logs(link) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    if link is None:
+        return math.nan, math.nan, math.nan
+    return (float(safe_log(link.spectral_norm)), float(safe_log(link.frobenius2)), float(safe_log(link.norm_21)))
+
+
+def _links(spectra: "ModelSpectra", frame: "pd.DataFrame", l_phi: float, reference: "ModelSpectra | None"
+           ) -> "pd.DataFrame":
+    """:attr:`MatrixTable.links`: VO from the value-path links, M_in/M_out from the matrix rows."""
+    import pandas as pd
+
+    ff = frame[frame["kind"].isin(["M_in", "M_out"])].set_index(["layer", "kind"])
+    rows = []
+    for ls in spectra.layers:
+        for kind in LINK_KINDS:
+            row: dict = {"layer": ls.layer, "head": -1, "kind": kind,
+                         "ln_rho": math.log(l_phi) if kind == "M_in" else 0.0}
+            if kind == "VO":
+                row["rows"], row["cols"] = (ls.vo.rows, ls.vo.cols) if ls.vo is not None else (0, 0)
+                row["ln_spec"], row["ln_fro2"], row["ln_21"] = _link_logs(ls.vo)
+                d = _link_logs(reference.layers[ls.layer].vo) if reference is not None else None
+            else:
+                r = ff.loc[(ls.layer, kind)]
+                row.update(rows=int(r["rows"]), cols=int(r["cols"]), ln_spec=r["ln_spec"], ln_fro2=r["ln_fro2"],
+                           ln_21=r["ln_21"])
+                d = (r["ln_d_spec"], r["ln_d_fro2"], r["ln_d_21"]) if reference is not None else None
+            row["ln_d_spec"], row["ln_d_fro2"], row["ln_d_21"] = d if d is not None else (
+                row["ln_spec"], row["ln_fro2"], row["ln_21"])
+            rows.append(row)
+    return pd.DataFrame(rows, columns=LINK_COLUMNS)
 
 
 def _ln_l11(wn, kind: str, head: int, g: np.ndarray) -> float:  # type: ignore[no-untyped-def]

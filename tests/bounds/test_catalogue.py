@@ -52,10 +52,11 @@ def tiny_model() -> TransformerWeights:
 def test_hand_derived_values_on_a_one_head_model():
     rep = specbound.analyze(tiny_model(), l_phi=L_PHI, seq_len=100)
     v = {k: b.value for k, b in rep.bounds.items()}
-    # σ1: QK 6, OV 5, M_in 4, M_out 3; ‖·‖_F²: 36, 25, 17, 13; ‖·‖_{2,1}: 6, 5, 5, 5
-    assert v["log_prod_spec"] == pytest.approx(36 * 25 * 16 * 9, rel=1e-12)
-    assert v["sum_fro"] == pytest.approx(4 * (36 * 25 * 17 * 13) ** 0.25, rel=1e-12)
-    assert v["fro_over_spec"] == pytest.approx(1 + 1 + 17 / 16 + 13 / 9, rel=1e-12)
+    # σ1: QK 6, OV 5, M_in 4, M_out 3; ‖·‖_F²: 36, 25, 17, 13; ‖·‖_{2,1}: 6, 5, 5, 5. The layer
+    # chain has three links: VO = OV (one head), M_in, M_out; QK enters none of them.
+    assert v["log_prod_spec"] == pytest.approx(25 * 16 * 9, rel=1e-12)
+    assert v["sum_fro"] == pytest.approx(3 * (25 * 17 * 13) ** (1 / 3), rel=1e-12)
+    assert v["fro_over_spec"] == pytest.approx(1 + 17 / 16 + 13 / 9, rel=1e-12)
     assert rep.bounds["param_count"].params["params"] == 2 + 2 + 2 + 2 + 4 + 4
     assert v["param_count"] == pytest.approx(16, rel=1e-12)  # value goes through log10
     assert v["effective_rank"] == pytest.approx(2.0, rel=1e-12)
@@ -71,20 +72,29 @@ def test_hand_derived_values_on_a_one_head_model():
     xi = (3 * 4 * 5 * 6) ** (2 / 3) + (3 * 4 * 5) ** (2 / 3) + 15 ** (2 / 3) + 5 ** (2 / 3)
     assert v["edelman"] == pytest.approx((1 + xi) ** 1.5, rel=1e-12)
     assert v["edelman_seq_len"] == pytest.approx((1 + xi) ** 1.5 * math.sqrt(math.log(100)), rel=1e-12)
-    # Bartlett: Π ρσ = 6·5·(1.13·4)·3; Σ (‖·‖_{2,1}/σ)^{2/3} = 1 + 1 + (5/4)^{2/3} + (5/3)^{2/3}
-    s = 1 + 1 + 1.25 ** (2 / 3) + (5 / 3) ** (2 / 3)
-    assert v["bartlett_spectral"] == pytest.approx(6 * 5 * L_PHI * 4 * 3 * s**1.5, rel=1e-12)
-    assert v["neyshabur_pac_bayes"] == pytest.approx(36 * 25 * 16 * 9 * (1 + 1 + 17 / 16 + 13 / 9), rel=1e-12)
+    # Bartlett: Π ρσ = 5·(1.13·4)·3; Σ (‖·‖_{2,1}/σ)^{2/3} = 1 + (5/4)^{2/3} + (5/3)^{2/3}
+    s = 1 + 1.25 ** (2 / 3) + (5 / 3) ** (2 / 3)
+    assert v["bartlett_spectral"] == pytest.approx(5 * L_PHI * 4 * 3 * s**1.5, rel=1e-12)
+    assert v["neyshabur_pac_bayes"] == pytest.approx(25 * 16 * 9 * (1 + 17 / 16 + 13 / 9), rel=1e-12)
     for b in rep.bounds.values():
         assert b.citation and b.status in ("bound", "proxy", "baseline", "measure") and b.notes
 
 
 # ---------------------------------------------------------------- brute force on formed matrices
 def chain(mats):
+    """Every analysed matrix (each QK[l,h], OV[l,h], M_in[l], M_out[l]) as (kind, A)."""
     for d in mats:
         for kind in ("QK", "OV", "M_in", "M_out"):
             for A in d[kind]:
                 yield kind, A
+
+
+def layer_chain(mats):
+    """This project's layer chain (bounds.md section 6): per layer VO = sum_h OV[l,h], M_in, M_out."""
+    for d in mats:
+        yield "VO", sum(d["OV"])
+        yield "M_in", d["M_in"][0]
+        yield "M_out", d["M_out"][0]
 
 
 def brute(tw, l_phi=L_PHI, T=None, ref=None):
@@ -94,8 +104,9 @@ def brute(tw, l_phi=L_PHI, T=None, ref=None):
     fro2 = lambda A: float((A * A).sum())  # noqa: E731
     n21 = lambda A: float(np.linalg.norm(A, axis=0).sum())  # noqa: E731
     l11 = lambda t: float(t.abs().sum())  # noqa: E731
-    links = list(chain(mats))
-    dlinks = [A - A0 for (_, A), (_, A0) in zip(links, chain(refm))] if refm else [A for _, A in links]
+    links = list(layer_chain(mats))
+    assert len(links) == 3 * tw.info.n_layers
+    dlinks = [A - A0 for (_, A), (_, A0) in zip(links, layer_chain(refm))] if refm else [A for _, A in links]
     d = len(links)
     out = {
         "log_prod_spec": math.prod(spec(A) ** 2 for _, A in links),
@@ -113,7 +124,7 @@ def brute(tw, l_phi=L_PHI, T=None, ref=None):
         q = s / s.sum()
         return math.exp(-(q * np.log(q)).sum())
 
-    out["effective_rank"] = sum(erank(A) for k, A in links if k in ("QK", "OV"))
+    out["effective_rank"] = sum(erank(A) for k, A in chain(mats) if k in ("QK", "OV"))
     out["trauger_tewari_l11"] = sum(l11(getattr(m["lw"], k)) for m in mats for k in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out"))
     out["param_count"] = sum(getattr(m["lw"], k).numel() for m in mats for k in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out"))
     # α and the TT-style proxy
@@ -241,10 +252,10 @@ def test_homogeneity_degrees():
     scaled = transform(tw, lambda lw: LayerWeights(lw.index, **{k: c * getattr(lw, k) for k in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out")}))
     a = vals(specbound.analyze(tw, seq_len=64, bounds=MINE))
     b = vals(specbound.analyze(scaled, seq_len=64, bounds=MINE))
-    sum_deg = 2 * (2 * H * L) + 1 * (2 * L)  # QK, OV degree 2; M_in, M_out degree 1
-    n_mat = 2 * H * L + 2 * L
+    sum_deg = 2 * L + 1 * (2 * L)  # the layer chain: VO degree 2; M_in, M_out degree 1
+    n_links = 3 * L
     degree = {
-        "trauger_tewari_l11": 1, "log_prod_spec": 2 * sum_deg, "sum_fro": 2 * sum_deg / n_mat,
+        "trauger_tewari_l11": 1, "log_prod_spec": 2 * sum_deg, "sum_fro": 2 * sum_deg / n_links,
         "fro_over_spec": 0, "effective_rank": 0, "param_count": 0,
         "neyshabur_pac_bayes": 2 * sum_deg, "bartlett_spectral": sum_deg,
     }
@@ -252,6 +263,28 @@ def test_homogeneity_degrees():
         assert b[n] - a[n] == pytest.approx(k * math.log10(c), abs=1e-9), n
     for n in ("edelman_seq_len", "trauger_tewari_proxy"):  # (1 + Σ …)^{3/2}: not homogeneous, but increasing
         assert b[n] > a[n]
+
+
+def test_chain_families_scale_with_one_layers_value_path():
+    """W_V of layer 1 times c scales VO[1] (one link) by c and nothing else of the chain: BFT by c,
+    Neyshabur and log-prod-of-spec by c², sum-of-Frobenius by c^(2/d), d = 3L; fro/spec unchanged.
+    QK enters no link: scaling W_Q changes none of them."""
+    L, c = 3, 2.5
+    tw = make_model(L=L, H=2, Hkv=2, seed=4)
+
+    def scale(key):
+        return transform(tw, lambda lw: LayerWeights(lw.index, **{
+            k: getattr(lw, k) * (c if (k == key and lw.index == 1) else 1.0)
+            for k in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out")}))
+
+    chain_fams = ["bartlett_spectral", "neyshabur_pac_bayes", "log_prod_spec", "sum_fro", "fro_over_spec"]
+    a, b, q = (vals(specbound.analyze(m, bounds=chain_fams)) for m in (tw, scale("W_V"), scale("W_Q")))
+    lc = math.log10(c)
+    want = {"bartlett_spectral": lc, "neyshabur_pac_bayes": 2 * lc, "log_prod_spec": 2 * lc,
+            "sum_fro": 2 * lc / (3 * L), "fro_over_spec": 0.0}
+    for n, k in want.items():
+        assert b[n] - a[n] == pytest.approx(k, abs=1e-9), n
+        assert q[n] == pytest.approx(a[n], abs=1e-12), n
 
 
 # ---------------------------------------------------------------- seq_len, not evaluated, notes
@@ -276,9 +309,17 @@ def test_architecture_notes_and_zero_matrices_stay_finite():
                                                   M_in=lw.M_in, M_out=lw.M_out))
     rep = specbound.analyze(zero, seq_len=16)
     json.loads(report_json(rep))
-    skipped = {d["bound"] for d in rep.not_evaluated}
-    # a zero QK makes products of spectral norms 0: said so, never -inf/NaN
-    assert {"log_prod_spec", "sum_fro", "bartlett_spectral", "neyshabur_pac_bayes"} <= skipped
+    chain_fams = {"log_prod_spec", "sum_fro", "bartlett_spectral", "neyshabur_pac_bayes"}
+    # a zero QK is in no link of the layer chain: the chain families are evaluated
+    assert not chain_fams & {d["bound"] for d in rep.not_evaluated}
+    assert all(math.isfinite(b.log10_value) for b in rep.bounds.values())
+    # a zero W_V makes the value path zero, so products of spectral norms are 0: said so, never -inf/NaN
+    zero_v = transform(tw, lambda lw: LayerWeights(lw.index, W_Q=lw.W_Q, W_K=lw.W_K, W_V=lw.W_V * 0, W_O=lw.W_O,
+                                                    M_in=lw.M_in, M_out=lw.M_out))
+    rep = specbound.analyze(zero_v, seq_len=16)
+    json.loads(report_json(rep))
+    skipped = {d["bound"]: d["reason"] for d in rep.not_evaluated}
+    assert chain_fams <= set(skipped) and "VO" in skipped["bartlett_spectral"]
     assert all(math.isfinite(b.log10_value) for b in rep.bounds.values())
     info = ModelInfo("llama", 1, 12, 3, 3, 4, 10, source="x", notes=[specbound.Note.of("gated_mlp")])
     noted = TransformerWeights.from_layers(info, [tw.layer(0)])

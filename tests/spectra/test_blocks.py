@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from specbound.errors import InputError
-from specbound.spectra.blocks import Dense, FactoredProduct, blocks_of, difference_blocks
+from specbound.spectra.blocks import Dense, FactoredProduct, ValuePath, blocks_of, difference_blocks
+from specbound.spectra.kernels import LANCZOS_MIN, top_singular_value
 from specbound.spectra.compute import SpectraPolicy
 
 from builders import formed, make_model
@@ -24,7 +25,7 @@ def test_blocks_are_the_products_and_feed_forward_matrices(H, Hkv, dense):
     lw, want = tw.layer(0), formed(tw)[0]
     blocks = blocks_of(lw)
     assert {k: type(b) for k, b in blocks.items()} == {"qk": FactoredProduct, "ov": FactoredProduct,
-                                                       "m_in": Dense, "m_out": Dense}
+                                                       "m_in": Dense, "m_out": Dense, "vo": ValuePath}
     policy = SpectraPolicy(dense=dense)
     for name, kind in (("qk", "QK"), ("ov", "OV"), ("m_in", "M_in"), ("m_out", "M_out")):
         res = blocks[name].compute(policy)
@@ -103,3 +104,41 @@ def test_difference_with_another_shape_names_the_option():
     q0 = blocks_of(make_model(L=1, dh=5).layer(0))["qk"]
     with pytest.raises(InputError, match="--init.*QK"):
         q - q0
+
+
+def _value_path(tw, i=0):
+    """VO[i] = Σ_h W_V[g(h)] W_O[h], formed."""
+    return sum(formed(tw)[i]["OV"])
+
+
+@pytest.mark.parametrize("H,Hkv,dh,N", [(3, 3, 4, 12), (4, 2, 4, 12), (8, 4, 12, 80)])
+@pytest.mark.parametrize("dense", [False, True])
+def test_value_path_link_against_the_formed_sum_of_heads(H, Hkv, dh, N, dense):
+    """σ_1, ‖·‖_F², ‖·‖_{2,1} of VO = W_V W_O (all heads in one N × N link); the last shape has
+    k = H·d_h = 96 > LANCZOS_MIN columns, so σ_1 goes through Lanczos."""
+    tw = make_model(L=1, N=N, H=H, Hkv=Hkv, dh=dh, F=7, seed=H)
+    VO = _value_path(tw)
+    (link,) = blocks_of(tw.layer(0))["vo"].compute(SpectraPolicy(dense=dense)).spectra
+    assert link.spectral_norm == pytest.approx(_sv(VO)[0], rel=1e-12)
+    assert link.frobenius2 == pytest.approx(float((VO * VO).sum()), rel=1e-12)
+    assert link.norm_21 == pytest.approx(np.linalg.norm(VO, axis=0).sum(), rel=1e-12)
+    assert (link.rows, link.cols, link.method) == (N, N, "dense" if dense else "factored")
+
+
+def test_value_path_difference_is_the_difference_of_the_sums():
+    tw, tw0 = make_model(L=1, H=4, Hkv=2, seed=1), make_model(L=1, H=4, Hkv=2, seed=2)
+    D = _value_path(tw) - _value_path(tw0)
+    (link,) = difference_blocks(tw.layer(0), tw0.layer(0))["vo"].compute(SpectraPolicy()).spectra
+    assert link.spectral_norm == pytest.approx(_sv(D)[0], rel=1e-10)
+    assert link.frobenius2 == pytest.approx(float((D * D).sum()), rel=1e-10)
+    assert link.norm_21 == pytest.approx(np.linalg.norm(D, axis=0).sum(), rel=1e-10)
+    (same,) = difference_blocks(tw.layer(0), tw.layer(0))["vo"].compute(SpectraPolicy()).spectra
+    assert (same.spectral_norm, same.frobenius2, same.norm_21) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("shape", [(30, 5), (200, LANCZOS_MIN + 1), (150, 300)])
+def test_top_singular_value_both_routes(shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    M = torch.randn(*shape, generator=g, dtype=torch.float64) @ torch.diag(torch.logspace(0, -3, shape[1], dtype=torch.float64))
+    assert top_singular_value(M) == pytest.approx(float(torch.linalg.svdvals(M)[0]), rel=1e-12)
+    assert top_singular_value(torch.zeros(4, 0, dtype=torch.float64)) == 0.0

@@ -19,6 +19,7 @@ from specbound.spectra.compute import SpectraPolicy, compute_spectra
 from builders import write_bert
 
 L = 2
+B = 5  # blocks per layer: qk, ov, m_in, m_out and the value-path link vo
 LINALG = ("qr", "svd", "svdvals", "eigh", "eigvalsh", "eig", "eigvals", "lstsq", "matrix_rank")
 
 
@@ -29,10 +30,21 @@ def _same_spectra(a, b) -> None:
         assert (l1, h1, k1) == (l2, h2, k2)
         assert torch.equal(s1.values, s2.values), (l1, h1, k1)
         assert s1.norm_21 == s2.norm_21 and s1.method == s2.method and (s1.rows, s1.cols) == (s2.rows, s2.cols)
+    assert [la.vo for la in a.layers] == [lb.vo for lb in b.layers]  # the value-path links too
 
 
-def _entries(cache_dir: Path) -> list[Path]:
-    return sorted((cache_dir / f"v{CACHE_FORMAT}").rglob("*.safetensors"))
+def _entries(cache_dir: Path, spectra_only: bool = False) -> list[Path]:
+    """The cache's entry files; ``spectra_only``: those of matrix blocks (not the ``vo`` links)."""
+    from safetensors import safe_open
+
+    files = sorted((cache_dir / f"v{CACHE_FORMAT}").rglob("*.safetensors"))
+    if spectra_only:
+        def block(p: Path) -> str:
+            with safe_open(str(p), framework="pt") as f:
+                return (f.metadata() or {}).get("block", "")
+
+        files = [p for p in files if block(p) != "vo"]
+    return files
 
 
 @pytest.fixture
@@ -47,9 +59,9 @@ def test_cached_equals_uncached_bit_for_bit(model, tmp_path):
     warm = compute_spectra(w, cache=tmp_path / "c")
     _same_spectra(ref, cold)
     _same_spectra(ref, warm)
-    assert cold.cache_stats["misses"] == 4 * L and cold.cache_stats["hits"] == 0
-    assert warm.cache_stats["hits"] == 4 * L and warm.cache_stats["misses"] == 0
-    assert len(_entries(tmp_path / "c")) == 4 * L
+    assert cold.cache_stats["misses"] == B * L and cold.cache_stats["hits"] == 0
+    assert warm.cache_stats["hits"] == B * L and warm.cache_stats["misses"] == 0
+    assert len(_entries(tmp_path / "c")) == B * L
     # the per-weight norms are filled on the cached path too (no linear algebra in them)
     for a, b in zip(ref.layers, warm.layers):
         if getattr(a, "weight_norms", None) is not None:
@@ -67,7 +79,7 @@ def test_warm_run_with_other_bound_parameters_does_no_linear_algebra(model, tmp_
     monkeypatch.setattr(torch, "svd", forbidden)
     second = specbound.analyze(model, cache=tmp_path / "c", l_phi=1.0, grid_m=9,
                                bounds="spectrum_adaptive,edelman")
-    assert second.options["cache"]["hits"] == 4 * L and second.options["cache"]["misses"] == 0
+    assert second.options["cache"]["hits"] == B * L and second.options["cache"]["misses"] == 0
     assert second.options["grid_m"] == 9 and second.options["l_phi"] == 1.0
     for k in ("spectral_norm", "nuclear", "norm_21", "rank"):
         assert second.matrices[k].tolist() == first.matrices[k].tolist()
@@ -90,7 +102,7 @@ def test_changed_tensors_recompute_only_their_blocks(model, tmp_path):
     })
     w = open_weights(tuned)
     run = compute_spectra(w, cache=cache)
-    assert run.cache_stats["misses"] == 2 and run.cache_stats["hits"] == 4 * L - 2
+    assert run.cache_stats["misses"] == 2 and run.cache_stats["hits"] == B * L - 2
     _same_spectra(run, compute_spectra(w))
     # one changed layer (all of its tensors) recomputes exactly that layer's four blocks
     layer1 = _edit(model, tmp_path / "layer1", {
@@ -99,14 +111,14 @@ def test_changed_tensors_recompute_only_their_blocks(model, tmp_path):
             "attention.output.dense", "intermediate.dense", "output.dense")
     })
     run = compute_spectra(open_weights(layer1), cache=cache)
-    assert run.cache_stats["misses"] == 4 and run.cache_stats["hits"] == 4 * (L - 1)
+    assert run.cache_stats["misses"] == B and run.cache_stats["hits"] == B * (L - 1)
 
 
 def test_corrupt_entries_are_detected_and_recomputed(model, tmp_path):
     cache = tmp_path / "c"
     w = open_weights(model)
     ref = compute_spectra(w, cache=cache)
-    files = _entries(cache)
+    files = _entries(cache, spectra_only=True)
     # 1. truncated file
     data = files[0].read_bytes()
     files[0].write_bytes(data[: len(data) // 2])
@@ -137,21 +149,21 @@ def test_corrupt_entries_are_detected_and_recomputed(model, tmp_path):
     save_file(t, str(files[6]), metadata=md)
     run = compute_spectra(w, cache=cache)
     assert run.cache_stats["corrupt"] == 6
-    assert run.cache_stats["misses"] == 6 and run.cache_stats["hits"] == 4 * L - 6
+    assert run.cache_stats["misses"] == 6 and run.cache_stats["hits"] == B * L - 6
     _same_spectra(run, ref)  # never silently wrong
     again = compute_spectra(w, cache=cache)  # the corrupt entries were rewritten
-    assert again.cache_stats["corrupt"] == 0 and again.cache_stats["hits"] == 4 * L
+    assert again.cache_stats["corrupt"] == 0 and again.cache_stats["hits"] == B * L
 
 
 def test_options_are_part_of_the_key(model, tmp_path):
     cache = tmp_path / "c"
     w = open_weights(model)
     compute_spectra(w, cache=cache)
-    assert compute_spectra(w, SpectraPolicy(dtype="float32"), cache=cache).cache_stats["misses"] == 4 * L
+    assert compute_spectra(w, SpectraPolicy(dtype="float32"), cache=cache).cache_stats["misses"] == B * L
     # the FF method changes only the feed-forward blocks
     assert compute_spectra(w, SpectraPolicy(ff_method="svd"), cache=cache).cache_stats["misses"] == 2 * L
     dense = compute_spectra(w, SpectraPolicy(dense=True), cache=cache)
-    assert dense.cache_stats["misses"] == 4 * L
+    assert dense.cache_stats["misses"] == B * L
     _same_spectra(dense, compute_spectra(w, SpectraPolicy(dense=True)))
 
 
@@ -185,4 +197,26 @@ def test_cli_cache_option(model, tmp_path):
                                   "--cache", str(tmp_path / "c")])
         assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "r1" / "report.json").read_text())
-    assert doc["options"]["cache"]["hits"] == 4 * L and doc["options"]["cache"]["misses"] == 0
+    assert doc["options"]["cache"]["hits"] == B * L and doc["options"]["cache"]["misses"] == 0
+
+
+def test_value_path_entries_are_validated_too(model, tmp_path):
+    """A value-path link entry with a valid checksum but a negative norm is corrupt: recomputed."""
+    from safetensors import safe_open
+
+    from specbound.spectra.cache import _payload_checksum
+
+    cache = tmp_path / "c"
+    w = open_weights(model)
+    ref = compute_spectra(w, cache=cache)
+    vo = sorted(set(_entries(cache)) - set(_entries(cache, spectra_only=True)))
+    assert len(vo) == L
+    t = load_file(str(vo[0]))
+    with safe_open(str(vo[0]), framework="pt") as f:
+        md = f.metadata()
+    t["link"] = -t["link"]
+    md["checksum"] = _payload_checksum(t)
+    save_file(t, str(vo[0]), metadata=md)
+    run = compute_spectra(w, cache=cache)
+    assert run.cache_stats["corrupt"] == 1 and run.cache_stats["misses"] == 1
+    _same_spectra(run, ref)

@@ -1,9 +1,9 @@
 """Classic complexity measures as listed by Jiang et al. 2020 (Fantastic Generalization Measures
 and Where to Find Them, ICLR 2020, Appendix C: norm- and parameter-based measures), labelled
-``measure``. Jiang et al. define them for a chain of d weight matrices W_i; here the matrices
-are the d analysed matrices of the model (every QK[ℓ,h], OV[ℓ,h], M_in[ℓ], M_out[ℓ]: the
-factored per-head products, d = 2·H·L + 2·L), except the parameter count, which counts the
-stored weights that define them. Jiang et al. use natural logs; ``log10_value`` is the same
+``measure``. Jiang et al. define them for a chain of d weight matrices W_i; here the chain is this
+project's layer chain (bounds.md §6, :attr:`~specbound.measures.MatrixTable.links`): per layer
+VO[ℓ] = W_V W_O (all heads in one link), M_in[ℓ], M_out[ℓ], so d = 3L; the parameter count counts
+the stored weights W_Q, W_K, W_V, W_O, M_in, M_out. Jiang et al. use natural logs; ``log10_value`` is the same
 quantity in base 10 (divide by ln 10).
 
 =================== =========================================================== ==============
@@ -15,7 +15,7 @@ name                value (``log10_value`` is its log10)                        
 ``param_count``     #entries of W_Q, W_K, W_V, W_O, M_in, M_out (every layer)    0
 =================== =========================================================== ==============
 
-(*) scaling every weight by c multiplies the value by c^k; deg QK = deg OV = 2, deg M = 1.
+(*) scaling every weight by c multiplies the value by c^k; deg VO = 2, deg M = 1.
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ import numpy as np
 import pandas as pd
 
 from specbound.bounds.base import LN10, Bound, BoundInput, BoundParams, BoundResult, NotApplicable
-from specbound.bounds.spectral_baselines import norms_frame, require_nonzero_spectral
+from specbound.bounds.spectral_baselines import CHAIN_NOTE, chain_links
 from specbound.measures import logsumexp
 
 JIANG = "Y. Jiang, B. Neyshabur, H. Mobahi, D. Krishnan, S. Bengio. Fantastic Generalization Measures and Where to Find Them. ICLR 2020"
-MATRICES_NOTE = "matrices: every QK[l,h], OV[l,h] (factored per-head products), M_in[l], M_out[l]"
+MATRICES_NOTE = CHAIN_NOTE
 
 
 class _Classic(Bound):
     status = "measure"
-    assumptions = ("defined for a feed-forward chain of weight matrices; here over the analysed matrices",)
+    assumptions = ("defined for a feed-forward chain of weight matrices; here over this project's layer chain",)
 
     def _result(self, inp: BoundInput, ln_value: float, terms, notes: list[str], params: dict) -> BoundResult:
         return self.result(inp, ln_value, notes=notes, terms=terms, params=params)
@@ -47,8 +47,7 @@ class LogProdSpec(_Classic):
     citation = f"{JIANG}, Appendix C (spectral measures: log product of spectral norms, after Bartlett et al. 2017)."
 
     def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
-        require_nonzero_spectral(inp)
-        df = norms_frame(inp)
+        df = chain_links(inp)
         df["ln_term"] = 2.0 * df["ln_spec"]
         ln = float(df["ln_term"].sum())
         notes = [
@@ -56,7 +55,7 @@ class LogProdSpec(_Classic):
             MATRICES_NOTE,
         ]
         return self._result(inp, ln, df[["layer", "head", "kind", "ln_spec", "ln_term"]], notes,
-                            {"n_matrices": len(df), "ln_value": ln})
+                            {"n_links": len(df), "ln_value": ln})
 
 
 class SumFro(_Classic):
@@ -65,21 +64,21 @@ class SumFro(_Classic):
     citation = f"{JIANG}, Appendix C (Frobenius measures: sum of Frobenius norms, d·(prod_i ||W_i||_F^2)^(1/d))."
 
     def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
-        df = norms_frame(inp)
+        df = chain_links(inp)
         d = len(df)
         ln_f = df["ln_fro2"].to_numpy()
         if not np.isfinite(ln_f).all():
-            raise NotApplicable("an analysed matrix is zero, so the geometric mean of ||A||_F^2 is 0")
+            raise NotApplicable("a link of the layer chain is zero, so the geometric mean of ||A||_F^2 is 0")
         ln = math.log(d) + float(ln_f.sum()) / d
         plain = logsumexp(ln_f)
         notes = [
-            "measure: value = d * (prod_A ||A||_F^2)^(1/d), d = number of matrices (the sum of ||A||_F^2 "
+            "measure: value = d * (prod_A ||A||_F^2)^(1/d), d = number of links (the sum of ||A||_F^2 "
             "minimised over rescalings that keep the function, as Jiang et al. define it)",
             f"plain sum of ||A||_F^2 (not rescaling-invariant): log10 = {plain / LN10:.4f}",
             MATRICES_NOTE,
         ]
         return self._result(inp, ln, df[["layer", "head", "kind", "ln_fro2"]], notes,
-                            {"n_matrices": d, "log10_plain_sum": plain / LN10})
+                            {"n_links": d, "log10_plain_sum": plain / LN10})
 
 
 class FroOverSpec(_Classic):
@@ -88,16 +87,21 @@ class FroOverSpec(_Classic):
     citation = f"{JIANG}, Appendix C (fro/spec: sum_i ||W_i||_F^2 / ||W_i||_2^2)."
 
     def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
-        df = norms_frame(inp)
+        try:
+            df = chain_links(inp)
+        except NotApplicable:
+            df = inp.table.links.copy()  # zero links contribute 0 here (0/0 taken as 0)
+            if len(df) == 0 or df["ln_spec"].isna().any():
+                raise
         nz = np.isfinite(df["ln_spec"].to_numpy())
         if not nz.any():
-            raise NotApplicable("every analysed matrix is zero")
+            raise NotApplicable("every link of the layer chain is zero")
         df["ln_term"] = np.where(nz, df["ln_fro2"] - 2.0 * df["ln_spec"], -math.inf)
         ln = logsumexp(df["ln_term"].to_numpy())
         notes = ["measure: value = sum_A ||A||_F^2 / ||A||_2^2 (the sum of stable ranks); scale-invariant", MATRICES_NOTE]
         if (~nz).any():
-            notes.append(f"{int((~nz).sum())} zero matrices contribute 0 (0/0 taken as 0)")
-        return self._result(inp, ln, df[["layer", "head", "kind", "ln_term"]], notes, {"n_matrices": len(df)})
+            notes.append(f"{int((~nz).sum())} zero links contribute 0 (0/0 taken as 0)")
+        return self._result(inp, ln, df[["layer", "head", "kind", "ln_term"]], notes, {"n_links": len(df)})
 
 
 class ParamCount(_Classic):

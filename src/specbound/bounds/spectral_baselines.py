@@ -1,12 +1,12 @@
-"""Spectrally-normalised baselines over the chain of analysed matrices (bounds.md §6), labelled
+"""Spectrally-normalised baselines over this project's layer chain (bounds.md §6), labelled
 ``baseline``: applied to Transformers they are not bounds of the published papers.
 
-**Chain.** This project's choice: every analysed matrix is one link, in the order of
-``ModelSpectra.matrices()`` (layer by layer: QK[ℓ,0..H-1], OV[ℓ,0..H-1], M_in[ℓ], M_out[ℓ]), as
-if the network were a feed-forward chain of these matrices. Attention heads act in parallel
-and the softmax is not a matrix, so the chain over-counts heads (their spectral norms multiply
-instead of adding); it is a baseline, not a bound for this architecture. The Lipschitz factor
-of the link is ``ρ = L_φ`` for M_in (the activation follows it) and 1 for every other link.
+**Chain** (this project's layer chain, :attr:`~specbound.measures.MatrixTable.links`): per layer
+ℓ, in order, three links: the value path ``VO[ℓ] = W_V W_O = Σ_h OV[ℓ,h]`` (``N × N``, every head in
+one link: heads act in parallel, so they add inside a link and never multiply as separate
+links), ``M_in[ℓ]`` with Lipschitz factor ``ρ = L_φ`` (the activation follows it), ``M_out[ℓ]``
+with ``ρ = 1``: 3L links. QK enters no link: it acts inside the softmax, and its Lipschitz factor
+is in α of §4. With a reference (``--init``) every link is measured as ``A − A_0``.
 
 **Bartlett, Foster & Telgarsky 2017** (spectral complexity, their Theorem 1.1 / eq. (1.2)):
 
@@ -33,27 +33,29 @@ import pandas as pd
 from specbound.bounds.base import LN10, Bound, BoundInput, BoundParams, BoundResult, NotApplicable
 from specbound.measures import logsumexp
 
-def require_nonzero_spectral(inp: BoundInput) -> None:
-    """:class:`NotApplicable` when a matrix is zero (a product of spectral norms would be 0, log −inf)."""
-    zero = inp.table.zero_matrices()
+CHAIN_NOTE = (
+    "this project's layer chain (bounds.md section 6): per layer VO[l] = W_V W_O (all heads in one "
+    "link), M_in[l] (rho = L_phi), M_out[l]; 3L links, QK in none (its Lipschitz factor is in alpha)"
+)
+
+
+def chain_links(inp: BoundInput) -> pd.DataFrame:
+    """A copy of the chain's links (:attr:`MatrixTable.links`), checked: every link present and
+    nonzero (a product of spectral norms over a zero link is 0, its log −inf)."""
+    links = inp.table.links.copy()
+    if len(links) == 0 or links["ln_spec"].isna().any():
+        raise NotApplicable(
+            "the spectra carry no value-path link VO = W_V W_O (built without it, e.g. by hand); "
+            "recompute them with compute_spectra"
+        )
+    zero = links[~np.isfinite(links["ln_spec"].to_numpy())]
     if len(zero):
         r = zero.iloc[0]
         raise NotApplicable(
-            f"{len(zero)} analysed matrix/matrices are zero (first: layer {r.layer} head "
-            f"{r.head} {r.kind}), so the product of spectral norms is 0 and its log is -inf"
+            f"{len(zero)} link(s) of the layer chain are zero (first: layer {r.layer} {r.kind}), so the "
+            "product of spectral norms is 0 and its log is -inf"
         )
-
-
-def norms_frame(inp: BoundInput) -> pd.DataFrame:
-    """A copy of the MatrixTable's key and log-norm columns, to add a family's terms to."""
-    return inp.table.frame[["layer", "head", "kind", "rows", "cols", "ln_spec", "ln_fro2", "ln_21", "ln_d_spec",
-                            "ln_d_fro2", "ln_d_21"]].copy()
-
-
-CHAIN_NOTE = (
-    "chain = every QK[l,h], OV[l,h], M_in[l], M_out[l] as one link each (layer order); heads act "
-    "in parallel in the model, so this is a baseline, not a bound for Transformers"
-)
+    return links
 
 
 class BartlettSpectral(Bound):
@@ -66,15 +68,14 @@ class BartlettSpectral(Bound):
     )
     status = "baseline"
     assumptions = (
-        "a feed-forward chain x -> sigma_L(A_L ... sigma_1(A_1 x)) with rho_i-Lipschitz activations",
+        "a feed-forward chain x -> sigma_L(A_L ... sigma_1(A_1 x)) with rho_i-Lipschitz activations; "
+        "here this project's layer chain VO, M_in, M_out per layer",
         "leading complexity factor only: no margin, sample size, width log factor or constants",
     )
     needs = ("init?",)
 
     def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
-        require_nonzero_spectral(inp)
-        df = norms_frame(inp)
-        df["ln_rho"] = np.where(df["kind"] == "M_in", math.log(params.l_phi), 0.0)
+        df = chain_links(inp)
         df["ln_summand"] = (2.0 / 3.0) * (df["ln_d_21"] - df["ln_spec"])
         ln_prod = float((df["ln_rho"] + df["ln_spec"]).sum())
         ln_sum = logsumexp(df["ln_summand"].to_numpy())
@@ -86,7 +87,7 @@ class BartlettSpectral(Bound):
         ln_total = ln_prod + 1.5 * ln_sum
         terms = df[["layer", "head", "kind", "ln_rho", "ln_spec", "ln_d_21", "ln_summand"]].copy()
         notes = [
-            "baseline: the chain treats heads as sequential links",
+            "baseline: a feed-forward-chain bound applied to this project's layer chain",
             CHAIN_NOTE,
             f"rho = L_phi = {params.l_phi} for M_in, 1 for the other links",
             f"log10 of the product of spectral norms (with rho): {ln_prod / LN10:.4f}",
@@ -105,14 +106,14 @@ class NeyshaburPacBayes(Bound):
     )
     status = "baseline"
     assumptions = (
-        "a feed-forward ReLU chain (1-Lipschitz, positively homogeneous activations)",
+        "a feed-forward ReLU chain (1-Lipschitz, positively homogeneous activations); here this "
+        "project's layer chain VO, M_in, M_out per layer",
         "leading complexity factor only: no margin, depth/width factors, sample size or constants",
     )
     needs = ("init?",)
 
     def evaluate(self, inp: BoundInput, params: BoundParams) -> BoundResult:
-        require_nonzero_spectral(inp)
-        df = norms_frame(inp)
+        df = chain_links(inp)
         df["ln_summand"] = df["ln_d_fro2"] - 2.0 * df["ln_spec"]
         ln_prod = 2.0 * float(df["ln_spec"].sum())
         ln_sum = logsumexp(df["ln_summand"].to_numpy())
@@ -123,7 +124,7 @@ class NeyshaburPacBayes(Bound):
             )
         terms = df[["layer", "head", "kind", "ln_spec", "ln_d_fro2", "ln_summand"]].copy()
         notes = [
-            "baseline: the chain treats heads as sequential links",
+            "baseline: a feed-forward-chain bound applied to this project's layer chain",
             CHAIN_NOTE,
             "no activation Lipschitz factor (the published bound is for ReLU)",
             f"log10 of the product of squared spectral norms: {ln_prod / LN10:.4f}",
@@ -132,4 +133,4 @@ class NeyshaburPacBayes(Bound):
                            params={"init": inp.reference_source, "chain_length": len(df)})
 
 
-__all__ = ["BartlettSpectral", "NeyshaburPacBayes", "CHAIN_NOTE", "norms_frame", "require_nonzero_spectral"]
+__all__ = ["BartlettSpectral", "NeyshaburPacBayes", "CHAIN_NOTE", "chain_links"]

@@ -1,11 +1,14 @@
 """The blocks of a layer: the only code that knows ``QK = W_Q W_Kᵀ`` and ``OV = W_V W_O``.
 
-A layer has four blocks (``bounds.md`` §1–2):
+A layer has four blocks of analysed matrices (``bounds.md`` §1–2):
 
 * ``qk``: :class:`FactoredProduct` of ``W_Q[h]`` ``[N, d_h]`` and ``W_K[g(h)]`` ``[N, d_h]``,
   every query head h at once, with ``g(h) = h // (H / H_kv)`` (grouped-query attention);
 * ``ov``: :class:`FactoredProduct` of ``W_V[g(h)]`` ``[N, d_h]`` and ``W_O[h]`` ``[d_h, N_out]``;
-* ``m_in``, ``m_out``: :class:`Dense` feed-forward matrices.
+* ``m_in``, ``m_out``: :class:`Dense` feed-forward matrices;
+
+and the value path ``vo`` (:class:`ValuePath`, ``VO[ℓ] = W_V W_O`` over all heads), a link of this
+project's layer chain (``bounds.md`` §6) of which only σ_1, ‖·‖_F and ‖·‖_{2,1} are computed.
 
 Each block holds the tensors *as stored* (any dtype, usually CPU) and computes its spectra,
 its ``‖·‖_{2,1}`` and the entrywise ``‖·‖_{1,1}`` of its factors after upcasting them itself
@@ -28,8 +31,14 @@ from typing import TYPE_CHECKING, Union
 import torch
 
 from specbound.errors import InputError
-from specbound.spectra.kernels import column_norms_21, dense_product, factored_product, ff_singular_values
-from specbound.spectra.spectrum import MatrixSpectrum
+from specbound.spectra.kernels import (
+    column_norms_21,
+    dense_product,
+    factored_product,
+    ff_singular_values,
+    top_singular_value,
+)
+from specbound.spectra.spectrum import LinkNorms, MatrixSpectrum
 from specbound.weights.canonical import LayerWeights
 
 if TYPE_CHECKING:
@@ -202,25 +211,74 @@ class Dense:
         return Dense(self.name, self.kind, self.M.to(dt) - ref.M.to(dt))
 
 
-Block = Union[FactoredProduct, Dense]
+@dataclass(frozen=True)
+class ValuePath:
+    """``VO[ℓ] = Σ_h W_V[g(h)] W_O[h] = W_V W_O`` (``N × N_out``, every head at once): the attention
+    link of this project's layer chain (``bounds.md`` §6). Its rank may reach N, so only what the
+    chain families need is computed, from the concatenated factors ``A = [A_0 | … | A_{H−1}]``
+    ``[N, k]`` and ``B = [B_0 | … | B_{H−1}]`` ``[N_out, k]`` (``k = H·d``, ``VO = A Bᵀ``) of the
+    per-head OV block: with ``A = Q R`` (thin QR), column j of VO has norm ``‖R b_j‖``, so
+    ``‖VO‖_{2,1}`` and ``‖VO‖_F²`` are the row norms and the squared entries of ``B Rᵀ``, and
+    ``σ_1(VO) = σ_1(B Rᵀ)`` by Lanczos (:func:`~specbound.spectra.kernels.top_singular_value`).
+    ``policy.dense`` forms VO and takes its SVD. The difference of two value paths is the value
+    path of the difference of their OV blocks."""
+
+    ov: FactoredProduct
+    name: str = "vo"
+    kind: str = "VO"
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.ov.tensors
+
+    def compute(self, policy: "SpectraPolicy") -> BlockResult:
+        dev, dt = policy.torch_device, policy.torch_dtype
+        A, B = self.ov._factors(self.ov.left.to(device=dev, dtype=dt), self.ov.right.to(device=dev, dtype=dt))
+        H, N, d = A.shape
+        A = A.permute(1, 0, 2).reshape(N, H * d)  # [N, k]: head h in columns h·d … (h+1)·d − 1
+        B = B.permute(1, 0, 2).reshape(B.shape[1], H * d)  # [N_out, k]
+        if policy.dense:
+            P = A @ B.mT
+            s1 = float(torch.linalg.svdvals(P)[0])
+            fro2, n21, method = float((P * P).sum()), float(torch.linalg.vector_norm(P, dim=0).sum()), "dense"
+        else:
+            R = torch.linalg.qr(A, mode="r").R  # [min(N, k), k]
+            BR = B @ R.mT  # [N_out, min(N, k)]: row j = (R b_j)ᵀ
+            s1 = top_singular_value(BR)
+            fro2, n21, method = float((BR * BR).sum()), float(torch.linalg.vector_norm(BR, dim=1).sum()), "factored"
+        return BlockResult([LinkNorms(N, B.shape[0], s1, fro2, n21, method)], {})  # type: ignore[list-item]
+
+    def l1(self, policy: "SpectraPolicy") -> dict[str, list[float]]:
+        return {}
+
+    def __sub__(self, ref: "ValuePath") -> "ValuePath":
+        return ValuePath(self.ov - ref.ov)
+
+
+Block = Union[FactoredProduct, Dense, ValuePath]
 
 #: Block names in computation order (the feed-forward blocks, the longest, first).
-ORDER = ("m_in", "m_out", "qk", "ov")
+ORDER = ("m_in", "m_out", "qk", "ov", "vo")
 
 
 def blocks_of(lw: LayerWeights) -> dict[str, Block]:
-    """The four blocks of a layer (module docstring), keyed ``qk``, ``ov``, ``m_in``, ``m_out``."""
+    """The blocks of a layer (module docstring), keyed ``qk``, ``ov``, ``m_in``, ``m_out``, and the
+    value-path link ``vo`` of the layer chain (:class:`ValuePath`)."""
     H, H_kv = lw.W_Q.shape[0], lw.W_K.shape[0]
     g = torch.arange(H, device=lw.W_Q.device) // (H // H_kv)
+    ov = FactoredProduct("ov", "OV", lw.W_V, lw.W_O, g, None, True, ("W_V", "W_O"))
     return {
         "qk": FactoredProduct("qk", "QK", lw.W_Q, lw.W_K, None, g, False, ("W_Q", "W_K")),
-        "ov": FactoredProduct("ov", "OV", lw.W_V, lw.W_O, g, None, True, ("W_V", "W_O")),
+        "ov": ov,
         "m_in": Dense("m_in", "M_in", lw.M_in),
         "m_out": Dense("m_out", "M_out", lw.M_out),
+        "vo": ValuePath(ov),
     }
 
 
 def difference_blocks(lw: LayerWeights, lw0: LayerWeights) -> dict[str, Block]:
     """``blocks_of(lw) − blocks_of(lw0)`` block by block."""
     ref = blocks_of(lw0)
-    return {name: b - ref[name] for name, b in blocks_of(lw).items()}  # type: ignore[operator]
+    diff = {name: b - ref[name] for name, b in blocks_of(lw).items() if name != "vo"}  # type: ignore[operator]
+    diff["vo"] = ValuePath(diff["ov"])  # type: ignore[arg-type]
+    return diff

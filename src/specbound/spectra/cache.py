@@ -1,8 +1,9 @@
-"""A content-addressed cache of spectra, and the per-matrix-block computation it needs.
+"""A content-addressed cache of spectra: ``get`` / ``put`` around the spectra loop.
 
-A layer's spectra are computed in four independent *blocks*: ``qk`` (every head's QK from
-``W_Q``, ``W_K``), ``ov`` (``W_V``, ``W_O``), ``m_in`` and ``m_out``. Each block's cache key is
-a BLAKE2b hash of
+A layer's spectra are computed in independent *blocks* (``spectra/blocks.py``): ``qk`` (every
+head's QK from ``W_Q``, ``W_K``), ``ov`` (``W_V``, ``W_O``), ``m_in``, ``m_out``, and the
+value-path link ``vo`` (σ_1, ‖·‖_F², ‖·‖_{2,1} of ``W_V W_O``). Each block's cache key is a
+BLAKE2b hash of
 
 * the cache-format version :data:`CACHE_FORMAT`;
 * the block name and the options that change its result: the working dtype and the ``dense``
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from specbound.errors import InputError
-from specbound.spectra.spectrum import MatrixSpectrum
+from specbound.spectra.spectrum import LinkNorms, MatrixSpectrum
 from specbound.weights.canonical import LayerWeights
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ class SpectraCache:
         """The key of one block of layer ``lw``: its tensors' content and the options that change
         its result (module docstring; the same keys as every earlier version of format 1)."""
         opts: dict[str, Any] = {"dtype": policy.dtype_name, "dense": policy.dense}
-        if block.kind in ("QK", "OV"):
+        if block.kind in ("QK", "OV", "VO"):
             opts.update(H=lw.W_Q.shape[0], H_kv=lw.W_K.shape[0])
         else:
             opts.update(ff_method=policy.ff_method,
@@ -175,6 +176,16 @@ class SpectraCache:
         entry = self.load(key, block.name)
         if entry is None:
             return None
+        if block.kind == "VO":  # a link of the layer chain: norms, not a spectrum
+            try:
+                link = LinkNorms.from_payload(*entry)
+            except (KeyError, ValueError, TypeError):
+                link = None
+            if link is None:
+                self.invalid(key)
+                return None
+            self.stats.hits += 1
+            return [link]  # type: ignore[list-item]
         n, rows, cols, k = block.expected_shape(policy.dense)
         if k is None:  # feed-forward spectra may list fewer than r values
             k = int(entry[0].get("values", torch.empty(0, 0)).shape[-1])
@@ -193,7 +204,8 @@ class SpectraCache:
     def put(self, block: "Block", policy: "SpectraPolicy", lw: LayerWeights, specs: list[MatrixSpectrum]) -> None:
         """Store a computed block (counted as a miss and a write)."""
         self.stats.misses += 1
-        self.store(self.block_key(block, policy, lw), block.name, *_spectra_to_payload(specs))
+        payload = specs[0].payload() if block.kind == "VO" else _spectra_to_payload(specs)
+        self.store(self.block_key(block, policy, lw), block.name, *payload)  # type: ignore[arg-type]
 
     def invalid(self, key: str) -> None:
         """Mark a loaded entry that failed a semantic check as corrupt (it will be rewritten)."""

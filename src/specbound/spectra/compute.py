@@ -208,6 +208,7 @@ def layer_spectra(
     return LayerSpectra(
         layer=lw.index, qk=got["qk"].spectra, ov=got["ov"].spectra, m_in=got["m_in"].spectra[0],
         m_out=got["m_out"].spectra[0], names=names, weight_norms=_weight_norms(blocks, l1, lw),
+        vo=got["vo"].spectra[0],  # type: ignore[arg-type]
     )
 
 

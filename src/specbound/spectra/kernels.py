@@ -128,6 +128,33 @@ def ff_singular_values(M: torch.Tensor, method: FFMethod = "auto") -> tuple[torc
     return descending(torch.linalg.svdvals(M)), "svd"
 
 
+#: Below this many columns :func:`top_singular_value` takes a dense eigenvalue problem.
+LANCZOS_MIN = 64
+
+
+def top_singular_value(M: torch.Tensor) -> float:
+    """``σ_1(M)`` without the rest of the spectrum, to rounding accuracy.
+
+    ``σ_1² = λ_max(Mᵀ M)``. With ``k`` = the number of columns: for ``k ≤`` :data:`LANCZOS_MIN`, or
+    off the CPU, the eigenvalues of the formed ``k × k`` Gram matrix; otherwise implicitly
+    restarted Lanczos (ARPACK, ``scipy.sparse.linalg.eigsh``, ``tol=0``: machine precision) on
+    ``v ↦ Mᵀ (M v)``, about ``2·rows·k`` flops per step instead of a dense SVD's ``O(rows·k²)``.
+    The start vector is fixed (all ones), so the result is reproducible.
+    """
+    k = M.shape[-1]
+    if k == 0 or M.shape[0] == 0:
+        return 0.0
+    if k <= LANCZOS_MIN or M.device.type != "cpu":
+        G = M.mT @ M
+        return float(torch.linalg.eigvalsh(G)[-1].clamp_min(0).sqrt())
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    X = M.detach().numpy()
+    op = LinearOperator((k, k), matvec=lambda v: X.T @ (X @ v), dtype=X.dtype)
+    lam = eigsh(op, k=1, which="LA", tol=0, v0=np.ones(k, dtype=X.dtype), return_eigenvectors=False)
+    return float(np.sqrt(max(float(lam[0]), 0.0)))
+
+
 def column_norms_21(M: torch.Tensor) -> float:
     """``‖M‖_{2,1} = Σ_j ‖M[:, j]‖₂`` (row-vector orientation)."""
     return float(torch.linalg.vector_norm(M, dim=-2).sum())

@@ -63,6 +63,33 @@ class MatrixSpectrum:
 
 
 @dataclass
+class LinkNorms:
+    """What the chain families need of one link of this project's layer chain (``bounds.md`` §6)
+    that is not a per-head matrix: ``VO[ℓ] = W_V W_O`` (all heads, ``rows × cols``). Not a
+    spectrum: only ``σ_1`` (``spectral_norm``), ``‖·‖_F²`` (``frobenius2``) and ``‖·‖_{2,1}``."""
+
+    rows: int
+    cols: int
+    spectral_norm: float
+    frobenius2: float
+    norm_21: float
+    method: str
+
+    def payload(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors and metadata of a cache entry."""
+        t = torch.tensor([self.spectral_norm, self.frobenius2, self.norm_21], dtype=torch.float64)
+        return {"link": t}, {"rows": self.rows, "cols": self.cols, "method": self.method}
+
+    @classmethod
+    def from_payload(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> "LinkNorms | None":
+        """The link of a cache entry, ``None`` when it does not hold one."""
+        t = tensors.get("link")
+        if t is None or tuple(t.shape) != (3,) or not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+            return None
+        return cls(int(meta["rows"]), int(meta["cols"]), float(t[0]), float(t[1]), float(t[2]), str(meta["method"]))
+
+
+@dataclass
 class WeightNorms:
     """Entrywise norms ``‖W‖_{1,1} = Σ_ij |W_ij|`` of one layer's weights; O(params), no products.
 
@@ -91,6 +118,8 @@ class LayerSpectra:
     names: dict[str, str] = field(default_factory=dict)
     #: entrywise ‖·‖_{1,1} of the layer's weights (Trauger & Tewari's tracked quantities)
     weight_norms: WeightNorms | None = None
+    #: the value path ``VO[ℓ] = W_V W_O``, a link of this project's layer chain (bounds.md §6)
+    vo: LinkNorms | None = None
 
 
 @dataclass
