@@ -77,13 +77,46 @@ def _as_float(s: Any) -> float | None:
         return None
 
 
+#: Interval ends: ``slope ∓ q·se`` where an end is near 0 carries the quantile's relative
+#: error (the hand-written t quantile of the old code was good to ~3e-13) times ``q·se/|end|``;
+#: they are compared relative to the interval's half-width instead of their own size.
+INTERVAL_ENDS = ("ci_low", "ci_high")
+
+
+def _compare_table(golden: list[list[str]], new: list[list[str]], where: str) -> list[str]:
+    if len(golden) != len(new) or not golden or golden[0] != new[0]:
+        return compare(golden[:1], new[:1], f"{where}[header]") or [f"{where}: {len(golden)} != {len(new)} rows"]
+    head = golden[0]
+    ends = [head.index(c) for c in INTERVAL_ENDS if c in head]
+    diffs: list[str] = []
+    for i, (ga, na) in enumerate(zip(golden[1:], new[1:]), start=1):
+        if len(ga) != len(na):
+            diffs.append(f"{where}[{i}]: {len(ga)} != {len(na)} cells")
+            continue
+        half = 0.0
+        if len(ends) == 2 and all(_as_float(ga[j]) is not None and ga[j].strip() for j in ends):
+            half = abs(float(ga[ends[1]]) - float(ga[ends[0]])) / 2
+        for j, (a, b) in enumerate(zip(ga, na)):
+            fa, fb = _as_float(a), _as_float(b)
+            if j in ends and half > 0 and fa is not None and fb is not None and a.strip() and b.strip():
+                if abs(fa - fb) > RTOL * max(abs(fa), abs(fb), half):
+                    diffs.append(f"{where}[{i}][{head[j]}]: {a!r} != {b!r} (half-width {half:.3g})")
+                continue
+            diffs += compare(a, b, f"{where}[{i}][{head[j]}]")
+    return diffs
+
+
 def compare(golden: Any, new: Any, where: str = "") -> list[str]:
     """Differences between two normalised outputs: numbers (also numbers written as CSV text)
-    must agree to :data:`RTOL` relative (NaN equals NaN), everything else exactly."""
+    must agree to :data:`RTOL` relative (NaN equals NaN; interval ends see
+    :data:`INTERVAL_ENDS`), everything else exactly."""
     if isinstance(golden, dict) and isinstance(new, dict):
         diffs = [f"{where}: keys {sorted(set(golden) ^ set(new))} differ"] if set(golden) != set(new) else []
         for k in golden.keys() & new.keys():
-            diffs += compare(golden[k], new[k], f"{where}/{k}")
+            if k.endswith(".csv"):
+                diffs += _compare_table(golden[k], new[k], f"{where}/{k}")
+            else:
+                diffs += compare(golden[k], new[k], f"{where}/{k}")
         return diffs
     if isinstance(golden, list) and isinstance(new, list):
         if len(golden) != len(new):

@@ -1,0 +1,62 @@
+"""The numbers of E1-E3 did not change in the issue-20 redesign: tiny configurations rerun with
+today's code and compared to the golden outputs written by the code before it (every number
+to 1e-12 relative, every string exactly; see exp_golden_cases.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import exp_golden_cases as gc
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _check(name: str, new: dict) -> None:
+    diffs = gc.compare(gc.load(name), new, name)
+    assert not diffs, "\n".join(diffs[:20])
+
+
+def test_comparison_can_fail() -> None:
+    """The comparison itself flags a number off by more than 1e-12, a string and a shape."""
+    g = {"a.csv": [["x", "y"], ["1.0", "s"]], "config.json": {"k": [1, 2.5]}}
+    assert gc.compare(g, g) == []
+    assert gc.compare(g, {"a.csv": [["x", "y"], ["1.0000000001", "s"]], "config.json": {"k": [1, 2.5]}})
+    assert gc.compare(g, {"a.csv": [["x", "y"], ["1.0", "t"]], "config.json": {"k": [1, 2.5]}})
+    assert gc.compare(g, {"a.csv": [["x", "y"]], "config.json": {"k": [1, 2.5]}})
+    assert gc.compare(g, {"a.csv": [["x", "y"], ["1.0", "s"]], "config.json": {"k": [1, 2.5 * (1 + 1e-11)]}})
+    assert not gc.compare(g, {"a.csv": [["x", "y"], ["1.0", "s"]], "config.json": {"k": [1, 2.5 * (1 + 1e-13)]}})
+
+
+def test_e1_matches_golden(tmp_path: Path) -> None:
+    from specbound.experiments.sparse_majority import SparseMajorityConfig, run_study
+
+    run_study(SparseMajorityConfig(**gc.E1_CONFIG), tmp_path, plots=False)
+    _check("e1", gc.normalise(tmp_path, ["runs.csv", "trends.csv"]))
+
+
+def test_e2_matches_golden(tmp_path: Path) -> None:
+    from specbound.experiments.scaling import Recipe, ScalingConfig, run_scaling
+
+    run_scaling(ScalingConfig(family="synthetic", quick=True, out=tmp_path, seed=gc.E2_SEED),
+                synthetic_grid=gc.E2_GRID, recipe=Recipe(**gc.E2_RECIPE))
+    _check("e2", gc.normalise(tmp_path, ["models.csv", "exponents.csv", "norms.csv"]))
+
+
+@pytest.mark.parametrize("name", sorted(gc.E3_GRIDS))
+def test_e3_matches_golden(tmp_path: Path, name: str) -> None:
+    from specbound.experiments.correlation import load_grid, run_sweep
+
+    grid = tmp_path / f"{name}.json"
+    grid.write_text(json.dumps(gc.E3_GRIDS[name]))
+    run_sweep(load_grid(grid), tmp_path / "out", jobs=1, plots=False)
+    _check(name, gc.normalise(tmp_path / "out", ["models.csv", "scores.csv"]))
