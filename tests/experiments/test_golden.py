@@ -35,6 +35,10 @@ def test_comparison_can_fail() -> None:
     assert gc.compare(g, {"a.csv": [["x", "y"]], "config.json": {"k": [1, 2.5]}})
     assert gc.compare(g, {"a.csv": [["x", "y"], ["1.0", "s"]], "config.json": {"k": [1, 2.5 * (1 + 1e-11)]}})
     assert not gc.compare(g, {"a.csv": [["x", "y"], ["1.0", "s"]], "config.json": {"k": [1, 2.5 * (1 + 1e-13)]}})
+    # interval ends: relative to the half-width (here 1.0), not to their own size
+    t = {"t.csv": [["slope", "ci_low", "ci_high"], ["1.0", "1e-3", "2.001"]]}
+    assert not gc.compare(t, {"t.csv": [["slope", "ci_low", "ci_high"], ["1.0", repr(1e-3 + 5e-13), "2.001"]]})
+    assert gc.compare(t, {"t.csv": [["slope", "ci_low", "ci_high"], ["1.0", repr(1e-3 + 5e-12), "2.001"]]})
 
 
 def test_e1_matches_golden(tmp_path: Path) -> None:
@@ -44,19 +48,21 @@ def test_e1_matches_golden(tmp_path: Path) -> None:
     _check("e1", gc.normalise(tmp_path, ["runs.csv", "trends.csv"]))
 
 
-def test_e2_matches_golden(tmp_path: Path) -> None:
-    from specbound.experiments.scaling import Recipe, ScalingConfig, run_scaling
-
-    run_scaling(ScalingConfig(family="synthetic", quick=True, out=tmp_path, seed=gc.E2_SEED),
-                synthetic_grid=gc.E2_GRID, recipe=Recipe(**gc.E2_RECIPE))
-    _check("e2", gc.normalise(tmp_path, ["models.csv", "exponents.csv", "norms.csv"]))
+def test_e2_matches_golden(e2_tiny) -> None:
+    out, _, _ = e2_tiny
+    _check("e2", gc.normalise(out, ["models.csv", "exponents.csv", "norms.csv"]))
 
 
-@pytest.mark.parametrize("name", sorted(gc.E3_GRIDS))
-def test_e3_matches_golden(tmp_path: Path, name: str) -> None:
+def test_e3_sparse_majority_matches_golden(e3_tiny) -> None:
+    """Trained on a pool of two worker processes: the same numbers as in one process."""
+    out, _, _, _ = e3_tiny
+    _check("e3_sm", gc.normalise(out, ["models.csv", "scores.csv"]))
+
+
+def test_e3_masked_matches_golden(tmp_path: Path) -> None:
     from specbound.experiments.correlation import load_grid, run_sweep
 
-    grid = tmp_path / f"{name}.json"
-    grid.write_text(json.dumps(gc.E3_GRIDS[name]))
+    grid = tmp_path / "e3_masked.json"
+    grid.write_text(json.dumps(gc.E3_GRIDS["e3_masked"]))
     run_sweep(load_grid(grid), tmp_path / "out", jobs=1, plots=False)
-    _check(name, gc.normalise(tmp_path / "out", ["models.csv", "scores.csv"]))
+    _check("e3_masked", gc.normalise(tmp_path / "out", ["models.csv", "scores.csv"]))
