@@ -38,7 +38,7 @@ def optimizer_step(loss: Any, model: Any, opt: Any, sched: Any, where: str) -> f
     import torch
 
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"training diverged (loss {float(loss)}) {where}")
+        raise FloatingPointError(f"training diverged (loss {float(loss.detach())}) {where}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,35 +1,12 @@
-"""Experiment E2: how the bound proxies grow with depth L and width N (Sakai & Imaizumi 2026, §6).
-
-The published claim: over the 24 BERT miniatures, the spectrum-adaptive proxy B_SA grows more
-slowly with L and N than the norm-based proxy B_E. :func:`run_scaling` runs the study on any
-grid of checkpoints indexed by (L, N):
-
-* ``family="miniatures"`` — ``google/bert_uncased_L-{2..12}_H-{128..768}_A-{H/64}`` from the hub
-  or the local Hugging Face cache; models that cannot be had are listed in ``config.json``
-  (``missing``) and the study runs on the rest;
-* ``family="synthetic"`` — BERT-style encoders trained here on a seeded synthetic language
-  (:mod:`specbound.experiments.scaling_synthetic`); finished checkpoints are reused;
-* ``family=<file.csv|file.json>`` — any grid: ``source, L, N[, name]`` per model
-  (:func:`specbound.experiments.scaling_grid.read_grid`).
-
-Outputs in ``out``: ``models.csv`` (one row per model: L, N, H, source, every bound family's
-value and log10 value, mean p*, norm summaries, training metrics for the synthetic family),
-``exponents.csv`` (:func:`~specbound.experiments.scaling_grid.fit_exponents`), ``norms.csv``
-(per model and matrix kind: mean spectral, (2,1) and (1,1) norms), ``config.json`` (config,
-seed, versions, wall time, missing models) and PNG plots (:mod:`.scaling_plots`).
-
-Column names: ``<family>`` is the proxy's value (empty when it overflows float64),
-``log10_<family>`` its log10 (always finite); B_SA is ``spectrum_adaptive``, B_E ``edelman``.
-"""
+"""E2 study: :func:`run_scaling` analyses every model of a grid and writes the tables, the
+fits and the plots (see :mod:`specbound.experiments.scaling`)."""
 
 from __future__ import annotations
 
 import json
 import math
-import platform
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,14 +17,14 @@ import pandas as pd
 import torch
 
 from specbound.errors import InputError
-from specbound.experiments import scaling_grid as grid
-from specbound.experiments import scaling_synthetic as synth
+from specbound.experiments.common import versions
+from specbound.experiments.scaling import grid
+from specbound.experiments.scaling import synthetic as synth
+from specbound.experiments.scaling.fits import fit_exponents
+from specbound.spectra.model import KINDS
 
 #: ``progress(message, done, total)``: the library never prints; the CLI draws a bar from this.
 Progress = Callable[[str, int, int], None]
-
-KINDS = ("QK", "OV", "M_in", "M_out")
-
 
 @dataclass
 class ScalingConfig:
@@ -86,27 +63,6 @@ class ScalingResult:
     files: list[Path]
     config: dict[str, Any]
     families: list[str] = field(default_factory=list)
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, the platform and every library the run depends on."""
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for mod in ("specbound", "torch", "transformers", "numpy", "pandas", "matplotlib", "safetensors", "huggingface_hub"):
-        try:
-            m = __import__(mod)
-            out[mod] = str(getattr(m, "__version__", "unknown"))
-        except ImportError:
-            out[mod] = "not installed"
-    return out
-
-
-def _analyze_fn() -> Callable[..., Any]:
-    import specbound
-
-    fn = getattr(specbound, "analyze", None)
-    if fn is None:
-        raise InputError("this specbound build has no specbound.analyze; the E2 analysis needs it.")
-    return fn
 
 
 def norms_11(path: str, device: str = "cpu") -> dict[str, list[float]]:
@@ -149,40 +105,23 @@ def _log10_sa_p0_cap(mats: pd.DataFrame, L: int) -> float:
     return math.log10(float(mats["term_p0"].astype(float).sum()) + math.sqrt(L))
 
 
-def term_curve_log10(report: Any, row: Any, N: int, L: int) -> tuple[np.ndarray, np.ndarray]:
-    """(P_m, log10 T(A; p)) for one matrix (bounds.md §4): ``report.term_curve`` when it exists.
-
-    Fallback, computed in log space from ``report.spectra`` and the row's log10 γ*, log10 α:
-    with c = γ*·α·L, ln T(p) = (ln S_p + p·ln c + (p+1)·ln N) / (p+2), and T(0) = sqrt(N·rank).
-    """
-    if hasattr(report, "term_curve"):
-        p, logT = report.term_curve(int(row.layer), int(row.head), str(row.kind))
-        return np.asarray(p, dtype=float), np.asarray(logT, dtype=float)
-    s = np.asarray(report.spectra(int(row.layer), int(row.head), str(row.kind)), dtype=float)
-    m = math.ceil(L + math.log(N))
-    p = np.arange(0, 2 * m + 1) / m
-    log_c = (float(row.log10_gamma) + float(row.log10_alpha)) * math.log(10) + math.log(L)
-    r = len(s)
-    rank = int((s > 1e-10 * r * max(float(s.max(initial=0.0)), 1.0)).sum())
-    pos = s[s > 0]
-    lnT = np.empty_like(p)
-    for i, pi in enumerate(p):
-        if pi == 0:
-            lnT[i] = 0.5 * math.log(N * max(rank, 1))
-        else:
-            x = pi * np.log(pos)
-            ln_s = float(x.max() + np.log(np.exp(x - x.max()).sum()))
-            lnT[i] = (ln_s + pi * log_c + (pi + 1) * math.log(N)) / (pi + 2)
-    return p, lnT / math.log(10)
-
-
-def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: Callable[..., Any] | None = None) -> ScalingResult:
+def run_scaling(
+    cfg: ScalingConfig,
+    progress: Progress | None = None,
+    analyze: Callable[..., Any] | None = None,
+    *,
+    synthetic_grid: tuple[Sequence[int], Sequence[int]] | None = None,
+    recipe: synth.Recipe | None = None,
+) -> ScalingResult:
     """Run E2 on ``cfg.family`` and write every table and plot into ``cfg.out``.
 
-    ``analyze`` defaults to :func:`specbound.analyze`. Raises :class:`InputError` when no
-    model of the grid can be had (offline and not cached: use ``family="synthetic"``).
+    ``analyze`` defaults to :func:`specbound.analyze`. ``synthetic_grid`` (``(Ls, Ns)``) and
+    ``recipe`` replace the synthetic family's grid and training recipe (default: the
+    ``--quick`` or the full preset of :mod:`.synthetic`); both are recorded in ``config.json``.
+    Raises :class:`InputError` when no model of the grid can be had (offline and not cached:
+    use ``family="synthetic"``).
     """
-    from specbound.experiments import scaling_plots as plots
+    from specbound.experiments.scaling import plots
 
     t0 = time.time()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -190,7 +129,9 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    report_fn = analyze or _analyze_fn()
+    if analyze is None:
+        from specbound import analyze
+    report_fn = analyze
 
     def say(msg: str, done: int, total: int) -> None:
         if progress is not None:
@@ -200,8 +141,8 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
     cfg_extra: dict[str, Any] = {}
     missing: list[tuple[grid.GridEntry, str]] = []
     if cfg.family == "synthetic":
-        Ls, Ns = synth.QUICK_GRID if cfg.quick else synth.DEFAULT_GRID
-        recipe = synth.QUICK_RECIPE if cfg.quick else synth.DEFAULT_RECIPE
+        Ls, Ns = synthetic_grid or (synth.QUICK_GRID if cfg.quick else synth.DEFAULT_GRID)
+        recipe = recipe or (synth.QUICK_RECIPE if cfg.quick else synth.DEFAULT_RECIPE)
         metas = synth.train_grid(out, Ls, Ns, recipe, cfg.seed, say, cfg.device)
         present = []
         for m in metas:
@@ -328,7 +269,7 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
 
     models = pd.DataFrame(rows).sort_values(["L", "N"]).reset_index(drop=True)
     norms = pd.DataFrame(norm_rows).sort_values(["L", "N", "kind"]).reset_index(drop=True)
-    exponents = grid.fit_exponents(models, families + ["sa_p0_cap"])  # + the weight-independent cap of B_SA
+    exponents = fit_exponents(models, families + ["sa_p0_cap"])  # + the weight-independent cap of B_SA
     files = [out / "models.csv", out / "exponents.csv", out / "norms.csv"]
     models.to_csv(files[0], index=False)
     exponents.to_csv(files[1], index=False)
@@ -338,7 +279,7 @@ def run_scaling(cfg: ScalingConfig, progress: Progress | None = None, analyze: C
     files += plots.plot_proxy_scaling(models, families, out)
     curves = []
     for r in rep.matrices.itertuples(index=False):
-        p, logT = term_curve_log10(rep, r, e.N, e.L)
+        p, logT = rep.term_curve(int(r.layer), int(r.head), str(r.kind))  # (P_m, log10 T(A; p))
         curves.append((str(r.kind), int(r.layer), int(r.head), p, logT, float(r.p_star)))
     files.append(plots.plot_term_curves(curves, out / "term_curves.png", f"{e.name} ({e.source})"))
     layers = sorted({0, e.L // 2, e.L - 1})

@@ -1,6 +1,7 @@
 """Plots of experiment E3: a scatter of every measure against the gap, and the ranking chart.
 
-Agg backend; nothing is shown. Library code: no printing.
+Drawn on :class:`matplotlib.figure.Figure` objects (no pyplot, no backend selection);
+nothing is shown. Library code: no printing.
 """
 
 from __future__ import annotations
@@ -12,15 +13,6 @@ from typing import Any
 __all__ = ["make_plots", "scatter_measure", "ranking_chart"]
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
@@ -29,11 +21,14 @@ def scatter_measure(models: Any, column: str, score: dict[str, Any] | None, path
                     gap: str = "gap", color_by: str | None = None) -> Path:
     """``column`` (a ``log10_*`` measure) against ``gap``, one dot per model, coloured by the
     values of ``color_by`` (a hyper-parameter axis); the title carries τ and granulated τ."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2, 3.8))
+    ax = fig.subplots()
     if color_by is not None and color_by in models.columns:
         values = sorted(models[color_by].unique())
-        cmap = plt.get_cmap("viridis", max(2, len(values)))
+        cmap = colormaps["viridis"].resampled(max(2, len(values)))
         for k, v in enumerate(values):
             sub = models[models[color_by] == v]
             ax.scatter(sub[column], sub[gap], s=16, alpha=0.75, color=cmap(k), label=f"{color_by}={v:g}")
@@ -52,7 +47,6 @@ def scatter_measure(models: Any, column: str, score: dict[str, Any] | None, path
                      fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -61,10 +55,12 @@ def ranking_chart(scores: Any, path: Path, title: str = "") -> Path:
     (so that all three read 'higher is better', 0 = chance), in the order of ``scores``."""
     import numpy as np
 
-    plt = _plt()
+    from matplotlib.figure import Figure
+
     names = list(scores["measure"])
     y = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(names) + 1.4))
+    fig = Figure(figsize=(7.5, 0.28 * len(names) + 1.4))
+    ax = fig.subplots()
     series = [("kendall_tau", "Kendall τ", "tab:blue"),
               ("granulated_tau_mean", "granulated τ (mean over axes)", "tab:orange")]
     h = 0.27
@@ -81,7 +77,6 @@ def ranking_chart(scores: Any, path: Path, title: str = "") -> Path:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

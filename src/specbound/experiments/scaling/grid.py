@@ -4,8 +4,8 @@
 * :func:`resolve_hub_checkpoint` — a hub id → a local snapshot folder, from the Hugging Face
   cache (``HF_HUB_CACHE`` / ``HF_HOME`` read at call time) or downloaded when online.
 * :func:`read_grid` — a CSV or JSON file listing ``source, L, N[, name]``.
-* :func:`fit_line`, :func:`fit_exponents` — growth exponents with 95 % t intervals (the t
-  quantile comes from :func:`specbound.experiments.common.t_quantile`; no scipy).
+
+The growth-exponent fits are in :mod:`specbound.experiments.scaling.fits`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from specbound.errors import InputError
-from specbound.experiments.common import t_cdf, t_quantile  # noqa: F401 (t_cdf re-exported)
 
 MINIATURE_LS: tuple[int, ...] = (2, 4, 6, 8, 10, 12)
 MINIATURE_NS: tuple[int, ...] = (128, 256, 512, 768)
@@ -247,131 +243,4 @@ def read_grid(path: str | os.PathLike) -> list[GridEntry]:
         if not src.is_absolute() and (p.parent / src).exists():
             e = GridEntry(e.name, str(p.parent / src), e.L, e.N)
         out.append(e)
-    return out
-
-
-# -- fits ---------------------------------------------------------------------------------------
-@dataclass
-class LineFit:
-    """Least-squares line y = intercept + slope·x with a 95 % t interval for the slope."""
-
-    n: int
-    slope: float
-    intercept: float
-    ci_low: float | None
-    ci_high: float | None
-    r2: float | None
-    interval: str
-
-    def as_row(self) -> dict[str, Any]:
-        return {
-            "n_points": self.n,
-            "slope": self.slope,
-            "ci_low": self.ci_low,
-            "ci_high": self.ci_high,
-            "interval": self.interval,
-            "r2": self.r2,
-        }
-
-
-def fit_line(x: np.ndarray | list[float], y: np.ndarray | list[float], level: float = 0.95) -> LineFit:
-    """Ordinary least squares of ``y`` on ``x`` with a ``level`` t interval for the slope.
-
-    With 2 points the line is exact and the interval cannot be computed (0 residual degrees of
-    freedom): ``ci_low``/``ci_high`` are None and ``interval`` says so.
-    """
-    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    n = len(xa)
-    if n != len(ya) or n < 2:
-        raise ValueError("fit_line needs two arrays of equal length >= 2")
-    if not (np.isfinite(xa).all() and np.isfinite(ya).all()):
-        raise ValueError("fit_line needs finite values")
-    xm, ym = xa.mean(), ya.mean()
-    sxx = float(((xa - xm) ** 2).sum())
-    if sxx == 0.0:
-        raise ValueError("fit_line needs at least two distinct x values")
-    slope = float(((xa - xm) * (ya - ym)).sum() / sxx)
-    intercept = float(ym - slope * xm)
-    resid = ya - (intercept + slope * xa)
-    sst = float(((ya - ym) ** 2).sum())
-    r2 = 1.0 - float((resid**2).sum()) / sst if sst > 0 else None
-    if n == 2:
-        return LineFit(n, slope, intercept, None, None, r2, "not computable: only 2 points (exact line, 0 residual df)")
-    df = n - 2
-    se = math.sqrt(float((resid**2).sum()) / df / sxx)
-    tq = t_quantile(0.5 + level / 2.0, df)
-    return LineFit(n, slope, intercept, slope - tq * se, slope + tq * se, r2, f"{round(100 * level)}% t, df={df}")
-
-
-def fit_exponents(models: pd.DataFrame, families: list[str]) -> pd.DataFrame:
-    """Growth exponents of every bound family over the grid in ``models``.
-
-    ``models`` has columns ``L``, ``N`` and ``log10_<family>``. For each family: the slope of
-    log10(proxy) against log10(N) at each L (the exponent a in proxy ∝ N^a), and against L at
-    each N (decades per layer), wherever at least two grid points share the fixed value; plus
-    one pooled fit log10 proxy = c + a·log10 N + b·L over the whole grid (rows ``fixed=all``).
-    """
-    rows: list[dict[str, Any]] = []
-    for fam in families:
-        col = f"log10_{fam}"
-        if col not in models:
-            continue
-        d = models[["L", "N", col]].dropna()
-        for fixed, against in (("L", "N"), ("N", "L")):
-            for val, g in d.groupby(fixed):
-                g = g.sort_values(against)
-                if g[against].nunique() < 2:
-                    continue
-                x = np.log10(g[against].to_numpy(float)) if against == "N" else g[against].to_numpy(float)
-                fit = fit_line(x, g[col].to_numpy(float))
-                rows.append(
-                    {
-                        "family": fam,
-                        "x": "log10_N" if against == "N" else "L",
-                        "fixed": fixed,
-                        "fixed_value": int(val),
-                        "x_values": ";".join(str(int(v)) for v in g[against]),
-                        **fit.as_row(),
-                    }
-                )
-        rows.extend(_pooled_rows(fam, d, col))
-    cols = ["family", "x", "fixed", "fixed_value", "x_values", "n_points", "slope", "ci_low", "ci_high", "interval", "r2"]
-    df = pd.DataFrame(rows, columns=cols)
-    df["fixed_value"] = pd.array(df["fixed_value"].tolist(), dtype="Int64")
-    return df
-
-
-def _pooled_rows(fam: str, d: pd.DataFrame, col: str) -> list[dict[str, Any]]:
-    if d["L"].nunique() < 2 or d["N"].nunique() < 2:
-        return []
-    X = np.column_stack([np.ones(len(d)), np.log10(d["N"].to_numpy(float)), d["L"].to_numpy(float)])
-    y = d[col].to_numpy(float)
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    resid = y - X @ coef
-    df = len(d) - 3
-    sst = float(((y - y.mean()) ** 2).sum())
-    r2 = 1.0 - float((resid**2).sum()) / sst if sst > 0 else None
-    out = []
-    for j, name in ((1, "log10_N"), (2, "L")):
-        if df > 0:
-            cov = float((resid**2).sum()) / df * np.linalg.inv(X.T @ X)
-            half = t_quantile(0.975, df) * math.sqrt(max(cov[j, j], 0.0))
-            lo, hi, note = coef[j] - half, coef[j] + half, f"95% t, df={df}"
-        else:
-            lo, hi, note = None, None, f"not computable: only {len(d)} points for 3 coefficients"
-        out.append(
-            {
-                "family": fam,
-                "x": name,
-                "fixed": "all",
-                "fixed_value": None,
-                "x_values": f"{len(d)} grid points (pooled: log10 proxy ~ log10 N + L)",
-                "n_points": len(d),
-                "slope": float(coef[j]),
-                "ci_low": lo,
-                "ci_high": hi,
-                "interval": note,
-                "r2": r2,
-            }
-        )
     return out

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specbound.experiments.correlation_scores import (
+from specbound.experiments.correlation.scores import (
     coupled_pairs,
     granulated_tau,
     granulated_tau_se,

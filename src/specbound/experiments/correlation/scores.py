@@ -22,6 +22,8 @@ measures and where to find them", §4–5, and the coupled-pair sign error of Dz
   their gaps: pairs with equal gaps carry no sign and are left out; a pair with equal measures
   counts as half an error (a coin flip).
 
+:func:`score_table` applies them to every measure column of ``models.csv``.
+
 Every function takes plain sequences/columns; values that are missing (``NaN``/``None``) make
 a model drop out of the computation for that measure (the number used is reported).
 """
@@ -36,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["kendall_tau", "granulated_tau", "granulated_tau_se", "sign_error_rate", "coupled_pairs", "MeasureScore", "score_measure"]
+__all__ = ["TARGETS", "kendall_tau", "granulated_tau", "granulated_tau_se", "sign_error_rate", "coupled_pairs",
+           "MeasureScore", "score_measure", "score_table"]
 
 
 def _finite_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -190,3 +193,28 @@ def score_measure(name: str, measure: Sequence[float], gap: Sequence[float],
     return MeasureScore(name, kendall_tau(m, g), psi, psi_mean, err, n_pairs,
                         int(np.sum(np.isfinite(m) & np.isfinite(g))),
                         granulated_tau_se(m, g, hparams, axes), err_se)
+
+
+TARGETS = ("gap", "loss_gap")
+
+
+def score_table(models: Any, axes: Sequence[str], targets: Sequence[str] = TARGETS) -> Any:
+    """``scores.csv``: per target gap and ``log10_*`` measure of ``models``, the three scores of
+    this module; within a target the measures are ranked
+    by granulated τ mean, then τ (a measure without a granulated τ comes last)."""
+    import pandas as pd
+
+    hparams = models[list(axes)].to_dict("records") if axes else [{} for _ in range(len(models))]
+    tables = []
+    for target in targets:
+        rows = []
+        for col in (c for c in models.columns if c.startswith("log10_")):
+            sc = score_measure(col[len("log10_"):], models[col].tolist(), models[target].tolist(), hparams, axes)
+            rows.append({"target": target, **sc.to_row(axes)})
+        table = pd.DataFrame(rows)
+        if len(table):
+            table = table.sort_values(["granulated_tau_mean", "kendall_tau"], ascending=False,
+                                      na_position="last", kind="mergesort").reset_index(drop=True)
+            table.insert(1, "rank", range(1, len(table) + 1))
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)

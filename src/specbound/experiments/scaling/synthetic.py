@@ -27,17 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from specbound.experiments.synthetic_language import (
-    CLS,
-    MASK,
-    PAD,
-    SEP,
-    SPECIAL_TOKENS,
-    SyntheticLanguage,
-    unigram_logprobs,
-)
+from specbound.experiments import hf_bert
+from specbound.experiments.hf_bert import mask_tokens
+from specbound.experiments.synthetic_language import PAD, SyntheticLanguage, unigram_logprobs
 
 TRAINING_META = "training.json"
+EVAL_CHUNK = 256  #: held-out sequences per forward pass
 
 
 @dataclass(frozen=True)
@@ -74,46 +69,11 @@ DEFAULT_RECIPE = Recipe()
 QUICK_RECIPE = Recipe(steps=300, batch_size=32, n_train=2000, n_heldout=400, lr=3e-3)
 
 
-def bert_config(L: int, N: int, vocab_size: int, recipe: Recipe):  # -> transformers.BertConfig
-    """The ``BertConfig`` of grid point (L, N) under ``recipe``."""
-    from transformers import BertConfig
-
-    if N % recipe.head_dim:
-        raise ValueError(f"hidden size {N} is not a multiple of the head width {recipe.head_dim}")
-    return BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=N,
-        num_hidden_layers=L,
-        num_attention_heads=N // recipe.head_dim,
-        intermediate_size=recipe.ff_mult * N,
-        hidden_act="gelu",
-        hidden_dropout_prob=recipe.dropout,
-        attention_probs_dropout_prob=recipe.dropout,
-        max_position_embeddings=recipe.seq_len,
-        type_vocab_size=1,
-        pad_token_id=PAD,
-    )
-
-
-def mask_tokens(
-    ids: torch.Tensor, vocab_size: int, mask_prob: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: returns (inputs, labels) with labels = -100 where nothing is predicted.
-
-    ``mask_prob`` of the non-special tokens are chosen; of those 80 % become ``[MASK]``, 10 %
-    a random word, 10 % stay.
-    """
-    n_special = len(SPECIAL_TOKENS)
-    candidates = ids >= n_special
-    chosen = (torch.rand(ids.shape, generator=generator) < mask_prob) & candidates
-    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-    inputs = ids.clone()
-    u = torch.rand(ids.shape, generator=generator)
-    inputs[chosen & (u < 0.8)] = MASK
-    rand_pos = chosen & (u >= 0.8) & (u < 0.9)
-    random_words = torch.randint(n_special, vocab_size, ids.shape, generator=generator)
-    inputs[rand_pos] = random_words[rand_pos]
-    return inputs, labels
+def bert_config(L: int, N: int, vocab_size: int, recipe: Recipe) -> Any:  # -> transformers.BertConfig
+    """The ``BertConfig`` of grid point (L, N) under ``recipe`` (:func:`~specbound.experiments.hf_bert.bert_config`)."""
+    return hf_bert.bert_config(vocab_size=vocab_size, hidden_size=N, num_layers=L, head_dim=recipe.head_dim,
+                               ff_mult=recipe.ff_mult, max_positions=recipe.seq_len, pad_token_id=PAD,
+                               dropout=recipe.dropout)
 
 
 @dataclass
@@ -142,42 +102,23 @@ def evaluate_masked(
     The masks are drawn with a fixed generator, so every model of a run is scored on the same
     masked positions; the unigram distribution is estimated on the training corpus.
     """
-    model.eval()
     g = torch.Generator().manual_seed(10_000 + seed)
     ids = torch.from_numpy(corpora.heldout)
     V = corpora.language.vocab_size
     inputs, labels = mask_tokens(ids, V, recipe.mask_prob, g)
+    nll, correct, count = hf_bert.nll_and_correct(model, inputs, labels, EVAL_CHUNK, attention_mask=True,
+                                                  device=device)
     uni = torch.from_numpy(unigram_logprobs(corpora.train, V))
-    tot_model, tot_uni, tot_acc, count = 0.0, 0.0, 0.0, 0
-    for i in range(0, len(ids), 256):
-        x, y = inputs[i : i + 256].to(device), labels[i : i + 256]
-        logits = model(input_ids=x, attention_mask=(x != PAD).long()).logits.cpu()
-        m = y != -100
-        lp = torch.log_softmax(logits[m].double(), dim=-1)
-        tgt = y[m]
-        tot_model += float(-lp.gather(1, tgt[:, None]).sum())
-        tot_uni += float(-uni[tgt].sum())
-        tot_acc += float((lp.argmax(-1) == tgt).sum())
-        count += int(m.sum())
+    tot_uni = 0.0
+    for i in range(0, len(ids), EVAL_CHUNK):  # the same chunks, so the same summation order
+        y = labels[i : i + EVAL_CHUNK]
+        tot_uni += float(-uni[y[y != -100]].sum())
     return {
-        "heldout_masked_ce": tot_model / count,
+        "heldout_masked_ce": nll / count,
         "unigram_masked_ce": tot_uni / count,
-        "heldout_masked_acc": tot_acc / count,
+        "heldout_masked_acc": float(correct) / count,
         "heldout_masked_tokens": count,
     }
-
-
-def _save_quietly(model: torch.nn.Module, out_dir: Path) -> None:
-    """``save_pretrained`` as safetensors without transformers' progress bar (library: no output)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(out_dir, safe_serialization=True)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def train_one(
@@ -197,8 +138,6 @@ def train_one(
     """
     from transformers import BertForMaskedLM
 
-    from specbound.experiments.training import adamw_warmup_linear, optimizer_step
-
     out_dir = Path(out_dir)
     meta_path = out_dir / TRAINING_META
     key = recipe.key(seed)
@@ -216,23 +155,15 @@ def train_one(
     point_seed = seed * 1_000_003 + 1009 * L + N  # same recipe, own init per grid point
     torch.manual_seed(point_seed)
     model = BertForMaskedLM(bert_config(L, N, V, recipe)).to(device)
-    opt, sched = adamw_warmup_linear(model, recipe.lr, recipe.weight_decay, recipe.steps, recipe.warmup_frac)
-    g = torch.Generator().manual_seed(point_seed)
-    train = torch.from_numpy(corpora.train)
-    losses: list[float] = []
-    model.train()
-    for step in range(recipe.steps):
-        idx = torch.randint(0, len(train), (recipe.batch_size,), generator=g)
-        x, y = mask_tokens(train[idx], V, recipe.mask_prob, g)
-        x, y = x.to(device), y.to(device)
-        out = model(input_ids=x, attention_mask=(x != PAD).long(), labels=y)
-        losses.append(optimizer_step(out.loss, model, opt, sched, f"at step {step} for L={L}, N={N}"))
-        if progress is not None:
-            progress(step + 1, recipe.steps)
+    g = torch.Generator().manual_seed(point_seed)  # batch indices, then masks, step by step
+    batches = hf_bert.mlm_batches(torch.from_numpy(corpora.train), recipe.batch_size, V, recipe.mask_prob, g,
+                                  attention_mask=True, device=device)
+    losses = hf_bert.train_loop(model, batches, steps=recipe.steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                warmup_frac=recipe.warmup_frac, where=f" for L={L}, N={N}", progress=progress)
     ev = evaluate_masked(model, corpora, recipe, seed, device)
     model = model.cpu()
     out_dir.mkdir(parents=True, exist_ok=True)
-    _save_quietly(model, out_dir)
+    hf_bert.save_quietly(model, out_dir)
     tail = losses[-max(1, len(losses) // 10) :]
     meta = {
         "L": L,

@@ -1,0 +1,132 @@
+"""Experiment E1: sparse majority (Trauger & Tewari 2024), ``shared/spec/experiments.md`` §E1.
+
+Does the generalisation gap, the entrywise ℓ1 norm of the weights, or any bound proxy grow
+with the sequence length T?
+
+Protocol (and where this implementation deviates; every deviation is also recorded in
+``config.json`` under ``"deviations"``):
+
+* Data per run (seeded): ``x ∈ {0,1}^T`` uniform, a fixed support ``S`` of ``s = 9``
+  positions, label ``y = 1`` iff at least 5 of the 9 bits in S are 1. Token embeddings
+  ("0", "1", "[CLS]") in R^64: Gaussian vectors, Gram–Schmidt orthogonalised, each scaled to
+  unit ℓ1 norm. [CLS] is appended last (position T); the sinusoidal positional encoding of
+  Vaswani et al. (``PE[t, 2i] = sin(t / 10000^{2i/d})``, ``PE[t, 2i+1] = cos(…)``) is added at
+  every position 0..T. Embeddings are fixed (not trained).
+* Model: one multi-head self-attention layer (2 heads, Keras-style ``key_dim`` 64 per head,
+  value dim 64, output projection back to 64, with biases, scores scaled by 1/sqrt(64)),
+  ReLU, a linear layer 64→64, a linear read-out of the [CLS] position to 2 logits. No
+  residual, no LayerNorm. Kernels Glorot-uniform, biases zero (Keras defaults).
+* Training: SGD, lr 0.01, momentum 0.9 (PyTorch form ``v ← μv + g``, ``θ ← θ − lr·v``),
+  ``lr_t = max(0.01 · 0.999^t, 0.001)``; **full-batch** steps on the 300 training samples
+  (the original used mini-batches); stop at the first state with 100% training accuracy or at
+  the epoch cap; keep the weights with the best loss on a **separate validation set** (the
+  original selected on its test set). Candidates for selection are the states after each
+  update (epochs 1..E), as a per-epoch checkpoint callback would see them.
+* Measured per run on fresh test data (10,000 samples): train/test accuracy and loss and
+  their gaps; ℓ1 norm of every weight (biases separately) and their sum; spectral/Frobenius/
+  (2,1) norms of the canonical matrices; every bound proxy of :func:`specbound.analyze`.
+
+Engineering:
+
+* **CLS-only forward.** With one layer, no residual and a read-out of the [CLS] position,
+  only the [CLS] query row of the attention matters, and every input row is
+  ``E[token] + PE[t]``. :func:`forward_cls` uses both facts (projections of the 3 embeddings
+  and of the T+1 positional codes instead of n·(T+1) token rows); it computes the same
+  function as the textbook :func:`forward_reference` (tests check agreement to 1e-10 in
+  float64), at a fraction of the cost.
+* **Batched runs.** All runs of one length T are trained together as one model whose
+  parameters carry a leading run dimension ``R`` (``torch.bmm``/``einsum``). A run's
+  initialisation and data come from its own seed stream; its loss enters the total as a
+  separate summand; the optimiser is elementwise; finished runs leave the batch. Tests check
+  that a run trained alone and the same run trained in a batch with others give bit-identical
+  results on CPU (same thread count).
+
+Library code: no printing; progress goes to an optional callback.
+
+Modules: :mod:`.config` (configuration, presets, deviations), :mod:`.data` (the seeded task),
+:mod:`.model` (initialisation and forwards), :mod:`.train` (the batched trainer and the
+evaluation), :mod:`.norms` (adapter, the experiment's own norms, bound columns), :mod:`.study`
+(the study, the run cache and the trends), :mod:`.plots`. Every public name is re-exported here.
+"""
+
+from __future__ import annotations
+
+from specbound.experiments.sparse_majority.config import (
+    PROTOCOL_DEVIATIONS,
+    QUICK_DEVIATIONS,
+    SparseMajorityConfig,
+    quick_config,
+)
+from specbound.experiments.sparse_majority.data import (
+    CLS,
+    SparseMajorityData,
+    generate_data,
+    majority_labels,
+    make_embeddings,
+    sinusoidal_encoding,
+)
+from specbound.experiments.sparse_majority.model import (
+    BIASES,
+    KERNELS,
+    PARAM_NAMES,
+    forward_cls,
+    forward_reference,
+    init_params,
+    model_inputs,
+)
+from specbound.experiments.sparse_majority.norms import (
+    DERIVED_BOUND_COLUMNS,
+    analyze_available,
+    bound_columns,
+    to_transformer_weights,
+    weight_norms,
+)
+from specbound.experiments.sparse_majority.plots import (
+    make_plots,
+)
+from specbound.experiments.sparse_majority.study import (
+    compute_trends,
+    run_study,
+)
+from specbound.experiments.sparse_majority.train import (
+    RunResult,
+    RunSpec,
+    evaluate,
+    run_data,
+    run_init,
+    train_runs,
+)
+
+__all__ = [
+    "BIASES",
+    "CLS",
+    "DERIVED_BOUND_COLUMNS",
+    "KERNELS",
+    "PARAM_NAMES",
+    "PROTOCOL_DEVIATIONS",
+    "QUICK_DEVIATIONS",
+    "RunResult",
+    "RunSpec",
+    "SparseMajorityConfig",
+    "SparseMajorityData",
+    "analyze_available",
+    "bound_columns",
+    "compute_trends",
+    "evaluate",
+    "forward_cls",
+    "forward_reference",
+    "generate_data",
+    "init_params",
+    "majority_labels",
+    "make_embeddings",
+    "make_plots",
+    "model_inputs",
+    "quick_config",
+    "run_data",
+    "run_init",
+    "run_study",
+    "sinusoidal_encoding",
+    "to_transformer_weights",
+    "train_runs",
+    "weight_norms",
+]

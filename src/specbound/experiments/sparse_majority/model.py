@@ -1,0 +1,109 @@
+"""E1 model: Keras-default initialisation, the exact CLS-only batched forward
+(:func:`forward_cls`) and the textbook forward it is checked against."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from specbound.experiments.sparse_majority.config import SparseMajorityConfig
+from specbound.experiments.sparse_majority.data import CLS, SparseMajorityData
+
+
+PARAM_NAMES = ("W_q", "b_q", "W_k", "b_k", "W_v", "b_v", "W_o", "b_o", "W_in", "b_in", "W_out", "b_out")
+KERNELS = ("W_q", "W_k", "W_v", "W_o", "W_in", "W_out")
+BIASES = ("b_q", "b_k", "b_v", "b_o", "b_in", "b_out")
+
+
+def _glorot(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
+    lim = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-lim, lim, size=(fan_in, fan_out))
+
+
+def init_params(rng: np.random.Generator, cfg: SparseMajorityConfig) -> dict[str, np.ndarray]:
+    """Keras-default initialisation of one run (row-vector kernels ``[in, out]``):
+
+    ``W_q, W_k, W_v``: ``[d, H·key_dim]`` (Glorot over fan-in d and fan-out H·key_dim, as
+    Keras' einsum dense does for ``[d, H, key_dim]``); ``W_o``: ``[H·key_dim, d]``;
+    ``W_in``: ``[d, d_hidden]``; ``W_out``: ``[d_hidden, n_classes]``; biases zero.
+    """
+    d, hk = cfg.d_model, cfg.n_heads * cfg.key_dim
+    p = {
+        "W_q": _glorot(rng, d, hk), "W_k": _glorot(rng, d, hk), "W_v": _glorot(rng, d, hk),
+        "W_o": _glorot(rng, hk, d), "W_in": _glorot(rng, d, cfg.d_hidden),
+        "W_out": _glorot(rng, cfg.d_hidden, cfg.n_classes),
+    }
+    p.update(b_q=np.zeros(hk), b_k=np.zeros(hk), b_v=np.zeros(hk), b_o=np.zeros(d),
+             b_in=np.zeros(cfg.d_hidden), b_out=np.zeros(cfg.n_classes))
+    return {k: p[k] for k in PARAM_NAMES}
+
+
+def forward_cls(params: dict[str, torch.Tensor], bits: torch.Tensor, x0: torch.Tensor,
+                d_emb: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Logits of a batch of runs, computing only the [CLS] query (exact, see module doc).
+
+    Every input row is ``x[i, t] = x0[t] + bits[i, t] · d_emb`` with ``x0[t] = PE[t] + E["0"]``
+    for t < T, ``x0[T] = PE[T] + E[CLS]``, ``d_emb = E["1"] − E["0"]`` and ``bits[i, T] = 0``
+    (see :func:`model_inputs`), so keys, values and scores are affine in the bit.
+
+    ``params``: stacked, each with a leading run dimension R (``W_q``: ``[R, d, H·k]``, …).
+    ``bits``: ``[R, n, T+1]`` float 0/1. ``x0``: ``[R, T+1, d]``. ``d_emb``: ``[R, d]``.
+    Returns logits ``[R, n, n_classes]``.
+    """
+    R, n, T1 = bits.shape
+    H = n_heads
+    d, hk = params["W_q"].shape[-2:]
+    k = hk // H
+    q = (torch.bmm(x0[:, -1:, :], params["W_q"]).squeeze(1) + params["b_q"]).view(R, H, k) / math.sqrt(k)
+    k0 = (torch.bmm(x0, params["W_k"]) + params["b_k"][:, None, :]).view(R, T1, H, k)
+    dk = torch.bmm(d_emb[:, None, :], params["W_k"]).view(R, H, k)
+    v0 = (torch.bmm(x0, params["W_v"]) + params["b_v"][:, None, :]).view(R, T1, H, k).transpose(1, 2)
+    dv = torch.bmm(d_emb[:, None, :], params["W_v"]).view(R, H, 1, k)
+    # product + sum, not einsum/matmul: those route a batch of one run through another kernel
+    # (other rounding), which would make a run's numbers depend on its batch mates
+    s0 = (k0 * q[:, None, :, :]).sum(-1).transpose(1, 2)  # [R, H, T+1]
+    delta = (q * dk).sum(-1)  # [R, H] score change when the bit is 1
+    scores = torch.addcmul(s0[:, :, None, :], bits[:, None, :, :], delta[:, :, None, None])  # [R, H, n, T+1]
+    p = torch.softmax(scores, dim=-1)
+    m1 = (p * bits[:, None, :, :]).sum(-1, keepdim=True)  # [R, H, n, 1] attention mass on 1-bits
+    head = torch.matmul(p, v0) + m1 * dv  # [R, H, n, k]
+    attn = torch.einsum("rhnk,rhkd->rnd", head, params["W_o"].view(R, H, k, d)) + params["b_o"][:, None, :]
+    hid = torch.bmm(torch.relu(attn), params["W_in"]) + params["b_in"][:, None, :]
+    return torch.bmm(hid, params["W_out"]) + params["b_out"][:, None, :]
+
+
+def model_inputs(data: SparseMajorityData, split: str, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(bits [n, T+1], x0 [T+1, d], d_emb [d])`` of a split for :func:`forward_cls`."""
+    x = getattr(data, f"x_{split}")
+    bits = np.concatenate([x, np.zeros((x.shape[0], 1), dtype=x.dtype)], axis=1)
+    x0 = data.pos_enc + data.embeddings[0][None]
+    x0[-1] = data.pos_enc[-1] + data.embeddings[CLS]
+    d_emb = data.embeddings[1] - data.embeddings[0]
+    return (torch.as_tensor(bits, dtype=dtype), torch.as_tensor(x0, dtype=dtype),
+            torch.as_tensor(d_emb, dtype=dtype))
+
+
+def forward_reference(params: dict[str, torch.Tensor], x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Textbook forward of one run on embedded inputs, for checking :func:`forward_cls`.
+
+    ``params``: unstacked (``W_q``: ``[d, H·k]``, …). ``x``: ``[n, T+1, d]`` inputs
+    ``E[token] + PE``. Full self-attention over all positions, then ReLU, linear, read-out
+    of position T. Returns ``[n, n_classes]``.
+    """
+    n, T1, d = x.shape
+    hk = params["W_q"].shape[-1]
+    H, k = n_heads, hk // n_heads
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.view(n, T1, H, k).transpose(1, 2)  # [n, H, T+1, k]
+
+    Q = split(x @ params["W_q"] + params["b_q"])
+    K = split(x @ params["W_k"] + params["b_k"])
+    Vv = split(x @ params["W_v"] + params["b_v"])
+    A = torch.softmax(Q @ K.transpose(-1, -2) / math.sqrt(k), dim=-1)
+    out = (A @ Vv).transpose(1, 2).reshape(n, T1, hk) @ params["W_o"] + params["b_o"]
+    hid = torch.relu(out) @ params["W_in"] + params["b_in"]
+    return hid[:, -1, :] @ params["W_out"] + params["b_out"]

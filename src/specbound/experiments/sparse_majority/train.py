@@ -1,0 +1,199 @@
+"""E1 batched trainer: the runs of one length T trained together (leading run dimension),
+full-batch SGD with momentum, stopping at 100 % training accuracy or the epoch cap, model
+selection on the validation loss; and the chunked evaluation of one run."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from specbound.experiments.common import ProgressCallback, ProgressEvent, run_rng, torch_threads
+from specbound.experiments.sparse_majority.config import SparseMajorityConfig
+from specbound.experiments.sparse_majority.data import SparseMajorityData, generate_data
+from specbound.experiments.sparse_majority.model import PARAM_NAMES, forward_cls, init_params, model_inputs
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: length ``T`` and seed index ``seed_index`` (its streams derive from
+    ``(cfg.seed, T, seed_index)``)."""
+
+    T: int
+    seed_index: int
+
+
+@dataclass
+class RunResult:
+    """Outcome of training one run. ``params``: selected (best validation loss) weights,
+    unstacked float tensors; ``history``: per-epoch ``train_acc``, ``train_loss``,
+    ``val_loss`` lists (index e = state after e updates); ``train_seconds``: wall time of the
+    batch this run was trained in, up to the epoch the run finished."""
+
+    spec: RunSpec
+    params: dict[str, torch.Tensor]
+    epochs: int
+    best_epoch: int
+    best_val_loss: float
+    reached_train_acc: float
+    stopped_at_cap: bool
+    train_seconds: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _run_streams(cfg: SparseMajorityConfig, spec: RunSpec) -> tuple[np.random.Generator, np.random.Generator]:
+    """(data stream, init stream) of a run: independent, and independent of other runs."""
+    return run_rng(cfg.seed, spec.T, spec.seed_index, 0), run_rng(cfg.seed, spec.T, spec.seed_index, 1)
+
+
+def run_data(cfg: SparseMajorityConfig, spec: RunSpec) -> SparseMajorityData:
+    """The data of run ``spec`` (deterministic in ``cfg`` and ``spec``)."""
+    return generate_data(spec.T, _run_streams(cfg, spec)[0], cfg.n_train, cfg.n_val, cfg.n_test,
+                         cfg.d_model, cfg.s)
+
+
+def run_init(cfg: SparseMajorityConfig, spec: RunSpec) -> dict[str, np.ndarray]:
+    """The initial weights of run ``spec`` (deterministic in ``cfg`` and ``spec``)."""
+    return init_params(_run_streams(cfg, spec)[1], cfg)
+
+
+def _ce_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-run mean cross-entropy ``[R]`` and number correct ``[R]`` (int64)."""
+    R, n, C = logits.shape
+    ce = torch.nn.functional.cross_entropy(logits.reshape(R * n, C), y.reshape(R * n), reduction="none")
+    correct = (logits.argmax(-1) == y).sum(-1)
+    return ce.view(R, n).mean(-1), correct
+
+
+def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
+               data: Sequence[SparseMajorityData] | None = None,
+               progress: ProgressCallback | None = None, keep_history: bool = False,
+               progress_every: int = 100) -> list[RunResult]:
+    """Train runs of one length T together as one batched model (leading run dimension).
+
+    Full-batch SGD with momentum; lr_t = max(lr·decay^t, lr_min) for the update from state t
+    to t+1. State t is evaluated (train accuracy/loss, validation loss) before its update;
+    a run stops at the first state with 100% training accuracy or after ``cfg.max_epochs``
+    updates; the state with the lowest validation loss among states 1..stop is kept.
+    Finished runs leave the batch. Returns results in the order of ``specs``.
+    """
+    if not specs:
+        return []
+    Ts = {sp.T for sp in specs}
+    if len(Ts) != 1:
+        raise ValueError(f"train_runs needs runs of one length T, got {sorted(Ts)}")
+    T = specs[0].T
+    dt = cfg.torch_dtype
+    if data is None:
+        data = [run_data(cfg, sp) for sp in specs]
+    t0 = time.perf_counter()
+    with torch_threads(cfg.num_threads):
+        inits = [run_init(cfg, sp) for sp in specs]
+        params = {k: torch.stack([torch.as_tensor(p[k], dtype=dt) for p in inits]) for k in PARAM_NAMES}
+        vel = {k: torch.zeros_like(v) for k, v in params.items()}
+        best = {k: v.clone() for k, v in params.items()}
+        tr = [model_inputs(dd, "train", dt) for dd in data]
+        va = [model_inputs(dd, "val", dt) for dd in data]
+        b_tr = torch.stack([t[0] for t in tr])
+        b_va = torch.stack([t[0] for t in va])
+        x0 = torch.stack([t[1] for t in tr])
+        d_emb = torch.stack([t[2] for t in tr])
+        y_tr = torch.stack([torch.from_numpy(dd.y_train) for dd in data])
+        y_va = torch.stack([torch.from_numpy(dd.y_val) for dd in data])
+        n_tr = y_tr.shape[1]
+        R = len(specs)
+        active = list(range(R))  # original indices of the rows of the batch
+        best_val = [math.inf] * R
+        best_epoch = [0] * R
+        hist: list[dict[str, list[float]]] = [{"train_acc": [], "train_loss": [], "val_loss": []} for _ in range(R)]
+        results: list[RunResult | None] = [None] * R
+        epoch = 0
+        while active:
+            for v in params.values():
+                v.requires_grad_(True)
+            logits = forward_cls(params, b_tr, x0, d_emb, cfg.n_heads)
+            loss, correct = _ce_acc(logits, y_tr)
+            with torch.no_grad():
+                vloss, _ = _ce_acc(forward_cls(params, b_va, x0, d_emb, cfg.n_heads), y_va)
+            loss_l, corr_l, vloss_l = loss.tolist(), correct.tolist(), vloss.tolist()
+            # model selection on states 1..stop
+            if epoch >= 1:
+                improved = [vloss_l[i] < best_val[r] for i, r in enumerate(active)]
+                if any(improved):
+                    mask = torch.tensor(improved)
+                    with torch.no_grad():
+                        for k in PARAM_NAMES:
+                            m = mask.view(-1, *([1] * (params[k].ndim - 1)))
+                            best[k] = torch.where(m, params[k].detach(), best[k])
+                    for i, r in enumerate(active):
+                        if improved[i]:
+                            best_val[r] = vloss_l[i]
+                            best_epoch[r] = epoch
+            if keep_history:
+                for i, r in enumerate(active):
+                    hist[r]["train_acc"].append(corr_l[i] / n_tr)
+                    hist[r]["train_loss"].append(loss_l[i])
+                    hist[r]["val_loss"].append(vloss_l[i])
+            done = [i for i, r in enumerate(active)
+                    if epoch >= 1 and (corr_l[i] == n_tr or epoch >= cfg.max_epochs)]
+            grads = None
+            if len(done) < len(active):
+                grads = torch.autograd.grad(loss.sum(), [params[k] for k in PARAM_NAMES])
+            elapsed = time.perf_counter() - t0
+            for i in done:
+                r = active[i]
+                results[r] = RunResult(
+                    spec=specs[r], params={k: best[k][i].detach().clone() for k in PARAM_NAMES},
+                    epochs=epoch, best_epoch=best_epoch[r], best_val_loss=best_val[r],
+                    reached_train_acc=corr_l[i] / n_tr, stopped_at_cap=corr_l[i] != n_tr,
+                    train_seconds=elapsed, history=hist[r] if keep_history else {})
+            keep = [i for i in range(len(active)) if i not in set(done)]
+            if not keep:
+                break
+            lr = max(cfg.lr * cfg.lr_decay**epoch, cfg.lr_min)
+            with torch.no_grad():
+                g = dict(zip(PARAM_NAMES, grads, strict=True))
+                if len(keep) < len(active):
+                    idx = torch.tensor(keep)
+                    params = {k: v.detach().index_select(0, idx) for k, v in params.items()}
+                    vel = {k: v.index_select(0, idx) for k, v in vel.items()}
+                    best = {k: v.index_select(0, idx) for k, v in best.items()}
+                    g = {k: v.index_select(0, idx) for k, v in g.items()}
+                    x0, d_emb, b_tr, y_tr = x0[idx], d_emb[idx], b_tr[idx], y_tr[idx]
+                    b_va, y_va = b_va[idx], y_va[idx]
+                    active = [active[i] for i in keep]
+                else:
+                    params = {k: v.detach() for k, v in params.items()}
+                for k in PARAM_NAMES:
+                    vel[k].mul_(cfg.momentum).add_(g[k])
+                    params[k].sub_(lr * vel[k])
+            epoch += 1
+            if progress is not None and epoch % progress_every == 0:
+                progress(ProgressEvent(kind="group", message=f"T={T}: epoch {epoch}, {len(active)} runs training",
+                                       info={"T": T, "epoch": epoch, "active": len(active)}))
+    return [r for r in results if r is not None]
+
+
+@torch.no_grad()
+def evaluate(params: dict[str, torch.Tensor], data: SparseMajorityData, split: str,
+             cfg: SparseMajorityConfig) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of one run's ``params`` on ``split``, in fixed chunks of
+    ``cfg.eval_chunk`` samples (deterministic; loss accumulated in float64)."""
+    dt = cfg.torch_dtype
+    stacked = {k: v.to(dt)[None] for k, v in params.items()}
+    bits, x0, d_emb = model_inputs(data, split, dt)
+    x0, d_emb = x0[None], d_emb[None]
+    y = getattr(data, f"y_{split}")
+    total_loss, total_correct = 0.0, 0
+    with torch_threads(cfg.num_threads):
+        for a in range(0, len(y), cfg.eval_chunk):
+            yy = torch.from_numpy(y[a:a + cfg.eval_chunk])[None]
+            logits = forward_cls(stacked, bits[None, a:a + cfg.eval_chunk], x0, d_emb, cfg.n_heads)
+            ce = torch.nn.functional.cross_entropy(logits[0].double(), yy[0], reduction="sum")
+            total_loss += float(ce)
+            total_correct += int((logits[0].argmax(-1) == yy[0]).sum())
+    return total_correct / len(y), total_loss / len(y)

@@ -1,0 +1,141 @@
+"""The E3 sweep (correlation/sweep.py) on the tiny 2 x 2 golden grid: outputs, the model cache
+(rerun, stale or corrupt entries, a sweep killed half-way and resumed), and Ray against the
+process pool byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from specbound.experiments import correlation as e3
+from specbound.experiments.common import ProgressEvent
+
+pytest.importorskip("transformers")
+
+N_MODELS = 4
+
+
+def test_sweep_outputs(e3_tiny) -> None:
+    out, res, events, _ = e3_tiny
+    models, scores = res["models"], res["scores"]
+    assert len(models) == N_MODELS and not res["failed"]
+    assert [e.kind for e in events][0] == "start" and events[-1].kind == "end"
+    assert sum(e.kind == "run" and not e.cached for e in events) == N_MODELS
+    for col in ("model_id", "depth", "width", "n_train", "weight_decay", "lr", "label_noise", "steps",
+                "train_acc", "test_acc", "gap", "loss_gap", "test_acc_clean", "n_params"):
+        assert col in models.columns
+    assert sorted(zip(models["n_train"], models["steps"])) == [(16, 2), (16, 4), (64, 2), (64, 4)]
+    np.testing.assert_allclose(models["gap"], models["train_acc"] - models["test_acc"])
+    measures = [c for c in models.columns if c.startswith("log10_")]
+    assert {"log10_spectrum_adaptive", "log10_edelman", "log10_trauger_tewari_l11", "log10_bartlett_spectral",
+            "log10_spectrum_adaptive_per_sqrt_n", "log10_inv_sqrt_n"} <= set(measures)
+    assert np.isfinite(models[measures].to_numpy()).all()
+    np.testing.assert_allclose(models["log10_spectrum_adaptive_per_sqrt_n"],
+                               models["log10_spectrum_adaptive"] - 0.5 * np.log10(models["n_train"]))
+    # scores: one row per target and measure, recomputable from models.csv
+    assert set(scores["target"]) == {"gap", "loss_gap"} and len(scores) == 2 * len(measures)
+    from specbound.experiments.correlation.scores import kendall_tau
+
+    row = scores[(scores["target"] == "loss_gap") & (scores["measure"] == "spectrum_adaptive")].iloc[0]
+    assert row["kendall_tau"] == pytest.approx(kendall_tau(models["log10_spectrum_adaptive"], models["loss_gap"]))
+    assert row["n_models"] == N_MODELS and row["n_coupled_pairs"] == 4
+    g = scores[scores["target"] == "gap"]
+    assert list(g["rank"]) == list(range(1, len(g) + 1))
+    # files on disk
+    on_disk = pd.read_csv(out / "models.csv")
+    assert len(on_disk) == N_MODELS and list(on_disk.columns) == list(models.columns)
+    assert (out / "ranking.png").stat().st_size > 1000 and (out / "ranking_loss_gap.png").is_file()
+    assert len(list((out / "plots").glob("scatter_*.png"))) == len(measures)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["seed"] == 0 and meta["execution"] == {"jobs": 2, "ray_address": None} and "torch" in meta["versions"]
+    assert meta["granulated_over"] == ["n_train", "steps"] and meta["measures"] == measures
+    assert meta["models_reused_from_cache"] == 0 and len(list((out / "models").glob("*.pt"))) == N_MODELS
+
+
+def test_rerun_reuses_every_model_and_reproduces(e3_tiny, tmp_path: Path) -> None:
+    out, res, _, grid = e3_tiny
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "models", copy / "models")
+    events: list[ProgressEvent] = []
+    again = e3.run_sweep(e3.load_grid(grid), copy, jobs=1, progress=events.append, plots=False)
+    assert sum(e.kind == "run" and e.cached for e in events) == N_MODELS
+    assert again["config"]["models_reused_from_cache"] == N_MODELS
+    pd.testing.assert_frame_equal(again["models"], res["models"])
+    assert (copy / "models.csv").read_bytes() == (out / "models.csv").read_bytes()
+
+
+def test_a_stale_or_corrupt_cache_entry_is_retrained(e3_tiny, tmp_path: Path) -> None:
+    from specbound.experiments.correlation.sweep import _load_cached
+
+    out, _, _, grid = e3_tiny
+    cfg = e3.load_grid(grid)
+    spec = e3.expand_grid(cfg)[0]
+    run = tmp_path / "c"
+    (run / "models").mkdir(parents=True)
+    (run / "models" / f"{spec.model_id}.pt").write_bytes(b"not a torch file")
+    assert _load_cached(run, cfg, spec) is None
+    assert _load_cached(out, cfg, spec) is not None
+    assert _load_cached(out, e3.load_grid(grid, seed=1), spec) is None  # key mismatch
+
+
+def test_ray_local_gives_identical_csv_files(e3_tiny, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    out, _, _, grid = e3_tiny
+    ray_out = tmp_path / "ray"
+    try:
+        e3.run_sweep(e3.load_grid(grid), ray_out, ray_address="local", plots=False)
+    finally:
+        import ray
+
+        ray.shutdown()
+    assert (ray_out / "models.csv").read_bytes() == (out / "models.csv").read_bytes()
+    assert (ray_out / "scores.csv").read_bytes() == (out / "scores.csv").read_bytes()
+
+
+#: A sweep that SIGKILLs its own process right after the second model is cached (no race:
+#: the cache entry is written before the progress event of that model).
+_KILLED_SWEEP = """
+import os, signal, sys
+from specbound.experiments.correlation import load_grid, run_sweep
+
+def progress(ev):
+    if ev.kind == "run" and ev.done == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+run_sweep(load_grid(sys.argv[1]), sys.argv[2], jobs=1, progress=progress, plots=False)
+"""
+
+
+def test_killed_sweep_resumes_without_retraining(e3_tiny, tmp_path: Path) -> None:
+    import specbound
+
+    out, _, _, grid = e3_tiny
+    run = tmp_path / "killed"
+    src = str(Path(specbound.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_SWEEP, str(grid), str(run)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    finished = {p.stem for p in (run / "models").glob("*.pt")}
+    assert len(finished) == 2 and not (run / "models.csv").exists()
+    events: list[ProgressEvent] = []
+    res = e3.run_sweep(e3.load_grid(grid), run, jobs=1, progress=events.append, plots=False)
+    reused = {e.info["model_id"] for e in events if e.kind == "run" and e.cached}
+    trained = {e.info["model_id"] for e in events if e.kind == "run" and not e.cached}
+    assert reused == finished and len(trained) == N_MODELS - 2 and not reused & trained
+    assert (run / "models.csv").read_bytes() == (out / "models.csv").read_bytes()
+    assert res["config"]["models_reused_from_cache"] == 2
+
+
+def test_quick_preset_grid() -> None:
+    q = e3.expand_grid(e3.quick_config())
+    assert len(q) == 16 and {s.hp_dict["width"] for s in q} == {32}

@@ -1,0 +1,116 @@
+"""E1 study (sparse_majority/study.py, plots.py): trends, and the ``--quick`` command end to
+end (every file, the run cache, option errors)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from specbound.experiments.sparse_majority import compute_trends
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def quick_out(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from specbound.cli import app
+
+    out = tmp_path_factory.mktemp("e1quick")
+    res = CliRunner().invoke(app, ["experiment", "sparse-majority", "--quick", "--out", str(out), "--verbose"])
+    return out, res
+
+
+def test_quick_cli_writes_every_file(quick_out):
+    out, res = quick_out
+    assert res.exit_code == 0, res.output
+    assert "T=16 seed=0" in res.output  # verbose per-run lines
+    runs = pd.read_csv(out / "runs.csv")
+    trends = pd.read_csv(out / "trends.csv")
+    meta = json.loads((out / "config.json").read_text())
+    assert len(runs) == 3 * 2 and sorted(runs["T"].unique()) == [16, 32, 64]
+    for col in ("train_acc", "test_acc", "val_acc", "reached_train_acc"):
+        assert runs[col].between(0, 1).all(), col
+    for col in ("train_loss", "test_loss", "acc_gap", "loss_gap", "l1_norm_sum", "l1_b_q",
+                "spec_QK0", "fro_OV1", "norm21_M_in", "epochs", "stopped_at_cap"):
+        assert col in runs.columns, col
+    np.testing.assert_allclose(runs["acc_gap"], runs["train_acc"] - runs["test_acc"])
+    assert (runs["epochs"] <= 300).all()
+    assert (runs["l1_norm_sum"] > 0).all()
+    bound_cols = [c for c in runs.columns if c.startswith("log10_")]
+    assert meta["bounds_available"] is True and meta["bound_columns"] == bound_cols
+    assert {"log10_spectrum_adaptive", "log10_edelman", "log10_edelman_logT"} <= set(bound_cols)
+    assert np.isfinite(runs[bound_cols].to_numpy()).all()
+    assert {"acc_gap", "l1_norm_sum", *bound_cols} <= set(trends["quantity"])
+    assert {"slope_per_doubling", "ci_low", "ci_high", "ci_contains_zero"} <= set(trends.columns)
+    assert (trends["ci_low"] <= trends["slope_per_doubling"]).all()
+    for key in ("python", "torch", "numpy", "specbound"):
+        assert key in meta["versions"]
+    assert meta["seed"] == 0 and meta["wall_time_seconds"] > 0
+    assert meta["config"]["quick"] is True and meta["quick_deviations"]
+    for name in ["plot_acc_gap.png", "plot_l1_norm_sum.png", *[f"plot_{c}.png" for c in bound_cols]]:
+        assert (out / name).stat().st_size > 1000, name
+
+
+def test_quick_cli_rerun_reuses_cache(quick_out):
+    from typer.testing import CliRunner
+
+    from specbound.cli import app
+
+    out, _ = quick_out
+    before = pd.read_csv(out / "runs.csv")
+    res = CliRunner().invoke(app, ["experiment", "sparse-majority", "--quick", "--out", str(out), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["runs_reused_from_cache"] == 6
+    after = pd.read_csv(out / "runs.csv")
+    pd.testing.assert_frame_equal(before, after)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--lengths", "16,abc"], "--lengths"),
+    (["--lengths", "4,16"], "s = 9"),
+    (["--seeds", "0"], "--seeds"),
+    (["--max-epochs", "-3"], "--max-epochs"),
+    (["--seed", "-1"], "--seed"),
+])
+def test_bad_options_exit_2_with_one_line(tmp_path, args, needle):
+    from typer.testing import CliRunner
+
+    from specbound.cli import app
+
+    res = CliRunner().invoke(app, ["experiment", "sparse-majority", "--quick", "--out", str(tmp_path / "o"), *args])
+    assert res.exit_code == 2
+    assert needle in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o" / "runs.csv").exists()
+
+
+def test_trends_slopes_and_degenerate_columns():
+    """One row per numeric quantity that is not bookkeeping; the slope is per doubling of T;
+    a quantity with too few finite values gets an empty slope and interval, never an error."""
+    T = np.repeat([16, 32, 64], 2)
+    runs = pd.DataFrame({"T": T, "seed": [0, 1] * 3, "stopped_at_cap": [True] * 6, "train_seconds": 1.0,
+                         "grows": 3 + 0.5 * np.log2(T) + np.array([0.01, -0.01] * 3),
+                         "flat": 2.0, "sparse": [1.0] + [math.nan] * 5, "name": list("abcdef")})
+    tr = compute_trends(runs).set_index("quantity")
+    assert list(tr.index) == ["grows", "flat", "sparse"]
+    assert tr.loc["grows", "slope_per_doubling"] == pytest.approx(0.5, rel=1e-12)
+    assert tr.loc["grows", "ci_low"] < 0.5 < tr.loc["grows", "ci_high"]
+    assert not tr.loc["grows", "ci_contains_zero"]
+    assert tr.loc["flat", "slope_per_doubling"] == 0.0 and tr.loc["flat", "ci_contains_zero"]
+    assert tr.loc["sparse", "n"] == 1 and pd.isna(tr.loc["sparse", "slope_per_doubling"])
+    assert pd.isna(tr.loc["sparse", "ci_low"]) and pd.isna(tr.loc["sparse", "ci_contains_zero"])
+    assert tr.loc["sparse", "mean"] == 1.0
