@@ -52,7 +52,7 @@ def test_in_process_with_cache_and_plots_off(two, tmp_path):
     assert failed == [] and len(table) == 2
     assert (tmp_path / "o" / "combined.csv").is_file()
     doc = json.loads((tmp_path / "o" / "model" / "report.json").read_text())
-    assert doc["options"]["cache"]["misses"] == 8
+    assert doc["options"]["cache"]["misses"] == 10  # 5 blocks per layer (qk, ov, m_in, m_out, vo)
 
 
 def test_one_source_keeps_the_report_in_out(two, tmp_path):

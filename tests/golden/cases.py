@@ -1,6 +1,6 @@
 """The golden cases: analyses whose every number must not change in a refactor (issue 20).
 
-``make_golden.py`` writes ``<case>.json`` from the code as it is; ``tests/test_golden.py``
+``make_golden.py`` writes ``<case>.json`` from the code as it is; ``tests/test_golden_reports.py``
 recomputes every case and compares each number to 1e-12 relative (strings exactly). A case
 is a function ``(workdir) -> Report``; the checkpoints it needs are built here, seeded.
 """

@@ -19,7 +19,7 @@ def test_cli_errors(tmp_path):
     bad.write_text('{"axes": {"depth": [1, "two"]}}')
     r = CliRunner().invoke(app, ["experiment", "correlation", "--grid", str(bad), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and str(bad) in r.output and "'two'" in r.output
-    r = CliRunner().invoke(app, ["experiment", "correlation", "--jobs", "2", "--ray", "auto"])
+    r = CliRunner().invoke(app, ["experiment", "correlation", "--jobs", "2", "--ray-address", "auto"])
     assert r.exit_code == 2 and "exclude each other" in r.output
 
 

@@ -21,7 +21,7 @@ from specbound.experiments.common import versions
 from specbound.experiments.scaling import grid
 from specbound.experiments.scaling import synthetic as synth
 from specbound.experiments.scaling.fits import fit_exponents
-from specbound.spectra.model import KINDS
+from specbound.spectra.spectrum import KINDS
 
 #: ``progress(message, done, total)``: the library never prints; the CLI draws a bar from this.
 Progress = Callable[[str, int, int], None]
