@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from specbound.bounds import BoundInput, BoundParams, available_bounds, check_seq_len, evaluate_bounds
-from specbound.bounds.spectrum_adaptive import grid_of, term_table
+from specbound.bounds.spectrum_adaptive import adaptivity, adaptivity_note, grid_of, term_table
 from specbound.errors import InputError
 from specbound.measures import MatrixTable
 from specbound.report.schema import MATRIX_COLUMNS, Report, matrix_columns, versions
@@ -171,6 +171,7 @@ def analyze(
         not_evaluated=not_evaluated,
         elapsed_s=time.perf_counter() - t0,
         table=table,
+        adaptivity={**adaptivity(sa_terms), "note": adaptivity_note(sa_terms)},
     )
 
 

@@ -236,3 +236,60 @@ def test_bad_options():
     if not torch.cuda.is_available():
         with pytest.raises(specbound.InputError, match="cuda"):
             specbound.analyze(tw, device="cuda")
+
+
+# ---------------------------------------------------------------- adaptivity (bounds.md §4)
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    k=st.integers(1, 12), N=st.integers(2, 600), m=st.integers(1, 12), seed=st.integers(0, 10_000),
+    ln_c=st.floats(-30, 30), decay=st.floats(0.0, 6.0),
+)
+def test_margin_sign_is_p_star_off_zero(k, N, m, seed, ln_c, decay):
+    """The closed form: margin = ln c − ln c_break < 0 exactly when the brute-force grid search
+    finds p* > 0 (a margin within rounding of 0 is a tie and not tested)."""
+    from specbound.bounds.spectrum_adaptive import ln_c_break
+
+    rng = np.random.default_rng(seed)
+    s = np.sort(np.exp(rng.normal(0.0, 1.0, k) - decay * np.arange(k)))[::-1]
+    r = max(k, int(rng.integers(k, 2 * k + 1)))
+    grid = p_grid(m)
+    curve = ln_term_curve(s, r, ln_c, N, grid)
+    p_star = grid[int(np.argmin(curve))]
+    margin = ln_c - ln_c_break(s, r, N, grid)
+    if abs(margin) > 1e-9 * max(1.0, abs(ln_c)):
+        assert (margin < 0) == (p_star > 0), (margin, p_star)
+    # and the brute force of the inequality: the largest ln c with some T(p) < T(0)
+    brute = max(((p + 2) / p) * (0.5 * math.log(N * np.count_nonzero(s > 1e-10 * r * max(s[0], 1)))
+                                  - ((p + 1) / (p + 2)) * math.log(N)) - math.log((s ** p).sum()) / p
+                for p in grid[1:])
+    assert ln_c_break(s, r, N, grid) == pytest.approx(brute, rel=1e-12, abs=1e-12)
+
+
+def test_adaptivity_inactive_on_minilm_and_said_everywhere(minilm_report):
+    r = minilm_report
+    assert (r.matrices["p_star"] == 0).all()
+    assert r.adaptivity["adaptivity"] == "inactive" and r.adaptivity["frac_p_star_zero"] == 1.0
+    margins = r.matrices["log10_scale_margin"].to_numpy(dtype=float)
+    assert (margins > 0).all()
+    assert r.adaptivity["median_log10_scale_margin"] == pytest.approx(float(np.median(margins)), rel=1e-12)
+    sa = r.bounds["spectrum_adaptive"]
+    assert any(n.startswith("adaptivity: inactive") for n in sa.notes)
+    assert sa.params["frac_p_star_zero"] == 1.0
+    # B_SA is then a count of the architecture: sum sqrt(N rank) + sqrt(L)
+    want = float(np.sqrt(384 * r.matrices["rank"].to_numpy(dtype=float)).sum()) + math.sqrt(6)
+    assert sa.value == pytest.approx(want, rel=1e-12)
+    doc = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert doc["adaptivity"]["adaptivity"] == "inactive"
+
+
+def test_adaptivity_active_when_the_scale_is_small():
+    rep = specbound.analyze(make_model(L=2, scale=0.05, seed=3), l_phi=1.0)
+    m = rep.matrices
+    assert rep.adaptivity["adaptivity"] == "active" and rep.adaptivity["frac_p_star_zero"] < 1.0
+    margin = m["log10_scale_margin"].to_numpy(dtype=float)
+    assert ((margin < 0) == (m["p_star"].to_numpy(dtype=float) > 0)).all()
+    assert any(n.startswith("adaptivity: active") for n in rep.bounds["spectrum_adaptive"].notes)

@@ -35,6 +35,11 @@ def print_summary(report: Any, written: list[Path], out_dir: Path | None) -> Non
     out.print(t)
     for ne in getattr(report, "not_evaluated", []):
         out.print(f"[yellow]not evaluated[/] {ne['bound']}: {escape(ne['reason'])}", highlight=False)
+    note = report.adaptivity.get("note")
+    if note:
+        style = "yellow" if report.adaptivity.get("adaptivity") == "inactive" else "green"
+        head, _, rest = note.partition(": ")
+        out.print(f"[{style}]{head}[/]: {escape(rest)}", highlight=False)
 
     mat = report.matrices
     lt = Table(

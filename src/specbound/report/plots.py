@@ -70,9 +70,21 @@ def plot_term_curves(report: "Report", path: Path) -> Path:
         ax.set_ylabel("T(p) / T(0)")
         ax.set_title(kind + (f"  ({skipped} zero matrices not drawn)" if skipped else ""))
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(f"T(p)/T(0) on P_m (m = {report.options['grid_m']}); dots mark p*")
+    fig.suptitle(f"T(p)/T(0) on P_m (m = {report.options['grid_m']}); dots mark p*\n{adaptivity_caption(report)}")
     fig.savefig(path, dpi=110)
     return path
+
+
+def adaptivity_caption(report: "Report") -> str:
+    """One line for the plots: ``adaptivity: inactive/active``, the fraction of p* = 0 and the
+    median scale margin (bounds.md §4)."""
+    a = report.adaptivity
+    if not a:
+        return ""
+    med = a.get("median_log10_scale_margin")
+    margin = "undefined" if med is None else f"{med:.2f} decades"
+    return (f"adaptivity: {a['adaptivity']} (p* = 0 for {100 * a['frac_p_star_zero']:.0f}% of the matrices; "
+            f"median scale margin {margin})")
 
 
 def plot_p_star_heatmap(report: "Report", path: Path) -> Path:
@@ -98,6 +110,7 @@ def plot_p_star_heatmap(report: "Report", path: Path) -> Path:
     axes[2].set_xticks([0, 1], ["M_in", "M_out"])
     axes[2].set_title("p* FF")
     fig.colorbar(images[0], ax=axes, label="p*", shrink=0.8)
+    fig.suptitle(adaptivity_caption(report), fontsize=9)
     fig.savefig(path, dpi=110)
     return path
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 MATRIX_COLUMNS = [
     "layer", "head", "kind", "rows", "cols", "rank", "spectral_norm", "frobenius", "nuclear",
     "stable_rank", "effective_rank", "norm_21", "p_star", "term", "term_p0", "gamma", "alpha",
-    "log10_term", "log10_term_p0", "log10_gamma", "log10_alpha", "method",
+    "log10_term", "log10_term_p0", "log10_gamma", "log10_alpha", "log10_c_break", "log10_scale_margin", "method",
 ]
 KEY = ["layer", "head", "kind"]
 
@@ -57,6 +57,9 @@ def matrix_columns(table: "MatrixTable", sa_terms: pd.DataFrame, spectra: ModelS
         ln = sa_terms[f"ln_{col}"].to_numpy()
         t[col] = _nullable([value_from_ln(float(x)) for x in ln])
         t[f"log10_{col}"] = _nullable([float(x) / LN10 if np.isfinite(x) else None for x in ln])
+    for col in ("c_break", "scale_margin"):
+        ln = sa_terms[f"ln_{col}"].to_numpy(dtype=np.float64)
+        t[f"log10_{col}"] = _nullable([float(x) / LN10 if np.isfinite(x) else None for x in ln])
     df = df.merge(t, on=KEY, how="left", validate="one_to_one")
     columns = list(MATRIX_COLUMNS)
     if spectra.approx:
@@ -77,6 +80,8 @@ class Report:
     ``model``: the architecture (``L``, ``N``, ``H``, ``H_kv``, ``d_h``, ``d_ff``, ``source``,
     ``notes``). ``bounds[name]``: a :class:`BoundResult` (``value``, ``log10_value``, ``notes``,
     per-term table). ``matrices``: one row per analysed matrix (:data:`MATRIX_COLUMNS`).
+    ``adaptivity``: whether B_SA used any spectrum (``bounds.md`` §4): ``adaptivity``
+    (``active``/``inactive``), ``frac_p_star_zero``, ``median_log10_scale_margin``, ``note``.
     ``table``: the full :class:`~specbound.measures.MatrixTable` the bounds read.
     ``not_analysed``: every source tensor outside the proxies, with its shape.
     """
@@ -92,6 +97,7 @@ class Report:
     versions: dict[str, str] = field(default_factory=versions)
     elapsed_s: float = 0.0
     table: "MatrixTable | None" = field(default=None, repr=False)
+    adaptivity: dict[str, Any] = field(default_factory=dict)
 
     def spectra(self, layer: int, head: int, kind: str) -> np.ndarray:
         """All ``min(rows, cols)`` singular values of one matrix, descending (exact zeros included)."""
@@ -141,6 +147,7 @@ class Report:
             "matrices": rows,
             "not_analysed": list(self.not_analysed),
             "bounds_not_evaluated": list(self.not_evaluated),
+            "adaptivity": dict(self.adaptivity),
         }
 
     def summary(self) -> pd.DataFrame:
