@@ -293,3 +293,16 @@ def test_adaptivity_active_when_the_scale_is_small():
     margin = m["log10_scale_margin"].to_numpy(dtype=float)
     assert ((margin < 0) == (m["p_star"].to_numpy(dtype=float) > 0)).all()
     assert any(n.startswith("adaptivity: active") for n in rep.bounds["spectrum_adaptive"].notes)
+
+
+def test_edelman_seq_len_refuses_T_below_2_without_a_name_error():
+    """A sequence length below 2 is not applicable (ln ln T undefined), said as such."""
+    from specbound.bounds import BoundInput, BoundParams, NotApplicable
+    from specbound.bounds.edelman import EdelmanSeqLen
+    from specbound.measures import MatrixTable
+    from specbound.spectra.compute import compute_spectra
+
+    ms = compute_spectra(make_model())
+    inp = BoundInput(ms.info, MatrixTable.build(ms, l_phi=1.13), ms)
+    with pytest.raises(NotApplicable, match="T >= 2"):
+        EdelmanSeqLen().evaluate(inp, BoundParams(seq_len=1))
