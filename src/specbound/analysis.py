@@ -89,6 +89,7 @@ def analyze(
     init: Any = None,
     cache: Any = None,
     approx: Any = False,
+    max_memory: int | None = None,
     policy: SpectraPolicy | None = None,
 ) -> Report:
     """Analyse a trained Transformer: per-head spectra, measures, and bound values.
@@ -103,8 +104,10 @@ def analyze(
     ``dense``: form every product and take dense SVDs (the published procedure, for parity).
     ``ff_method``: feed-forward spectra by ``auto`` (Gram eigenvalues when accurate), ``gram`` or ``svd``.
     ``approx``: ``True`` (or ``ApproxOptions``) for matrix-free estimates of the feed-forward
-    spectra, with error columns (spectra/approx.py). ``policy``: a :class:`SpectraPolicy` instead
-    of ``dtype``, ``device``, ``dense``, ``ff_method`` and ``approx``.
+    spectra, with error columns (spectra/approx.py). ``max_memory``: bytes the concurrent
+    linear-algebra tasks may hold at once (default: half the memory available at the start).
+    ``policy``: a :class:`SpectraPolicy` instead of ``dtype``, ``device``, ``dense``, ``ff_method``,
+    ``approx`` and ``max_memory``.
     ``progress(done, total)`` is called after each layer.
     ``seq_len``: sequence length T for families with a log T factor (``edelman_seq_len``).
     ``init``: a reference checkpoint (any source above, same architecture): families marked
@@ -117,7 +120,8 @@ def analyze(
         source = default_model_path()
     check_options(l_phi=l_phi, grid_m=grid_m, seq_len=seq_len)
     if policy is None:
-        policy = SpectraPolicy.of(dtype=dtype, device=device, ff_method=ff_method, dense=dense, approx=approx)
+        policy = SpectraPolicy.of(dtype=dtype, device=device, ff_method=ff_method, dense=dense, approx=approx,
+                                  max_memory=max_memory)
     else:
         policy.check()
     families = _select_bounds(bounds)
@@ -161,6 +165,8 @@ def analyze(
         options["cache"] = dict(ms.cache_stats)
     if policy.approx is not None:
         options["approx"] = policy.approx.to_dict()
+    if policy.max_memory is not None:
+        options["max_memory"] = policy.max_memory
     return Report(
         model=weights.info,
         bounds=results,

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from specbound.cli.console import BAD_INPUT, USAGE, error_line, fail, out, progress_bar
-from specbound.cli.options import check_analysis_options, ray_target
+from specbound.cli.options import check_analysis_options, parse_size, ray_target
 from specbound.cli.summary import print_summary
 from specbound.errors import SpecboundError
 
@@ -46,6 +46,10 @@ def analyze(
     approx: bool = typer.Option(
         False, "--approx", help="Matrix-free estimates of the feed-forward spectra, with error columns (giant models)."
     ),
+    max_memory: Optional[str] = typer.Option(
+        None, "--max-memory", help="Memory the concurrent linear-algebra tasks may hold at once, e.g. 2G "
+        "(default: half the memory available at the start); a task that does not fit waits."
+    ),
     jobs: int = typer.Option(1, "--jobs", help="Several SOURCEs: local worker processes."),
     ray: bool = typer.Option(
         False, "--ray", help="Several SOURCEs: run on Ray, on a local instance started for the run "
@@ -63,6 +67,7 @@ def analyze(
     options: dict[str, Any] = dict(
         config=config, mapping=mapping, bounds=bounds, l_phi=l_phi, grid_m=grid_m, dtype=dtype, device=device,
         dense=dense, ff_method=ff_method, seq_len=seq_len, init=init, cache=cache, approx=approx,
+        max_memory=parse_size("--max-memory", max_memory),
     )
     sources = list(source or [])
     if len(sources) > 1:

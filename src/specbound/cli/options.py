@@ -11,7 +11,7 @@ import math
 
 from specbound.cli.console import USAGE, fail
 
-__all__ = ["DTYPES", "FF_METHODS", "check_analysis_options", "check_positive", "ray_target"]
+__all__ = ["DTYPES", "FF_METHODS", "check_analysis_options", "check_positive", "parse_size", "ray_target"]
 
 DTYPES = ("float64", "float32")
 DEVICES = ("cpu", "cuda")
@@ -48,6 +48,26 @@ def check_analysis_options(
         check_positive("--jobs", jobs)
     if approx and dense:
         fail("--approx and --dense exclude each other.", USAGE)
+
+
+_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
+          "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
+
+
+def parse_size(flag: str, text: str | None) -> int | None:
+    """``"2G"``, ``"1500M"``, ``"2.5GB"``, ``"1073741824"`` → bytes (binary units); exit 2 otherwise."""
+    if text is None:
+        return None
+    t = text.strip().upper().replace(" ", "")
+    num = t.rstrip("KMGTIB")
+    unit = t[len(num):]
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or not (value > 0 and math.isfinite(value)):
+        fail(f"{flag} {text!r}: give a size such as 2G, 1500M or a number of bytes.", USAGE)
+    return int(value * _UNITS[unit])
 
 
 def check_positive(flag: str, value: int) -> None:

@@ -32,10 +32,15 @@ import torch
 
 from specbound.errors import InputError
 from specbound.spectra.kernels import (
+    BLOCK_BYTES,
+    FULL_UPCAST_BYTES,
     column_norms_21,
     dense_product,
     factored_product,
     ff_singular_values,
+    gram_accepted,
+    gram_blocked,
+    gram_blocked_l1,
     top_singular_value,
 )
 from specbound.spectra.spectrum import LinkNorms, MatrixSpectrum
@@ -54,6 +59,10 @@ def _last_abs(t: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
 def _heads_l1(t: torch.Tensor, raw: torch.Tensor) -> list[float]:
     """``‖t[h]‖_{1,1}`` per head (float64 sums); consumes ``t`` (see :func:`_last_abs`)."""
     return [float(x) for x in _last_abs(t, raw).sum(dim=(-2, -1), dtype=torch.float64).cpu()]
+
+
+def _itemsize(policy: "SpectraPolicy") -> int:
+    return torch.empty((), dtype=policy.torch_dtype).element_size()
 
 
 def _difference_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
@@ -135,6 +144,16 @@ class FactoredProduct:
         la, lb = self.factor_names
         return BlockResult(specs, {la: _heads_l1(a, self.left), lb: _heads_l1(b, self.right)})
 
+    def memory(self, policy: "SpectraPolicy") -> int:
+        """Bytes :meth:`compute` holds at its peak (an estimate for the memory budget): the upcast
+        factors and their per-head expansions; with ``dense`` the formed products too."""
+        w = _itemsize(policy)
+        H = self.n_heads
+        est = 2 * (self.left.numel() + self.right.numel()) * w
+        if policy.dense:
+            est += 2 * H * self.rows * self.cols * w
+        return est
+
     def l1(self, policy: "SpectraPolicy") -> dict[str, list[float]]:
         """The factors' ``‖·‖_{1,1}`` per stored head alone (for a block read from a cache)."""
         dev, dt = policy.torch_device, policy.torch_dtype
@@ -183,6 +202,8 @@ class Dense:
     def compute(self, policy: "SpectraPolicy") -> BlockResult:
         """Gram route or SVD (``policy.ff_method``; the SVD with ``policy.dense``), or the
         matrix-free estimate with ``policy.approx``."""
+        if self._blocked(policy):
+            return self._compute_blocked(policy)
         M = self.M.to(device=policy.torch_device, dtype=policy.torch_dtype)
         if policy.approx is not None and not policy.dense:
             from specbound.spectra.approx import approx_spectrum
@@ -193,7 +214,43 @@ class Dense:
             spec = MatrixSpectrum(s.cpu(), M.shape[0], M.shape[1], column_norms_21(M), how)
         return BlockResult([spec], {self.kind: [float(_last_abs(M, self.M).sum(dtype=torch.float64))]})
 
+    def memory(self, policy: "SpectraPolicy") -> int:
+        """Bytes :meth:`compute` holds at its peak (an estimate for the memory budget): the Gram
+        matrix and one block when accumulated block by block, else the upcast matrix and its
+        Gram matrix (or the SVD's workspace, about the matrix again)."""
+        w = _itemsize(policy)
+        n = min(self.M.shape)
+        if self._blocked(policy):
+            return n * n * w + BLOCK_BYTES
+        return 2 * self.M.numel() * w + n * n * w
+
+    def _blocked(self, policy: "SpectraPolicy") -> bool:
+        """Whether the Gram matrix is accumulated block by block: the Gram route may be taken
+        (not ``dense``, ``approx`` or ``ff_method="svd"``) and the upcast copy would exceed
+        :data:`~specbound.spectra.kernels.FULL_UPCAST_BYTES`."""
+        size = self.M.numel() * torch.empty((), dtype=policy.torch_dtype).element_size()
+        return (size > FULL_UPCAST_BYTES and not policy.dense and policy.approx is None
+                and policy.ff_method != "svd")
+
+    def _compute_blocked(self, policy: "SpectraPolicy") -> BlockResult:
+        """The Gram route without the whole upcast matrix (:func:`~specbound.spectra.kernels.gram_blocked`);
+        when the accuracy guard refuses it (``auto``), the SVD of the whole upcast matrix, said in
+        the method column (``svd (full matrix)``)."""
+        dev, dt = policy.torch_device, policy.torch_dtype
+        lam, n21, l1 = gram_blocked(self.M, dt, dev, BLOCK_BYTES)
+        rows, cols = self.M.shape
+        if policy.ff_method == "gram" or gram_accepted(lam, dt):
+            spec = MatrixSpectrum(lam.clamp_min(0).sqrt().to(dt), rows, cols, n21, "gram")
+        else:
+            M = self.M.to(device=dev, dtype=dt)
+            s, _ = ff_singular_values(M, "svd")
+            spec = MatrixSpectrum(s.cpu(), rows, cols, n21, "svd (full matrix)")
+            del M
+        return BlockResult([spec], {self.kind: [l1]})
+
     def l1(self, policy: "SpectraPolicy") -> dict[str, list[float]]:
+        if self._blocked(policy):
+            return {self.kind: [gram_blocked_l1(self.M, policy.torch_dtype, policy.torch_device, BLOCK_BYTES)]}
         M = self.M.to(device=policy.torch_device, dtype=policy.torch_dtype)
         return {self.kind: [float(_last_abs(M, self.M).sum(dtype=torch.float64))]}
 
@@ -250,6 +307,13 @@ class ValuePath:
 
     def l1(self, policy: "SpectraPolicy") -> dict[str, list[float]]:
         return {}
+
+    def memory(self, policy: "SpectraPolicy") -> int:
+        """Bytes :meth:`compute` holds at its peak (an estimate): the upcast factors, the
+        concatenated ``A`` and ``B``, ``R`` and ``B Rᵀ``."""
+        w = _itemsize(policy)
+        k = self.ov.n_heads * self.ov.width
+        return (self.ov.left.numel() + self.ov.right.numel()) * w + (self.ov.rows + 2 * self.ov.cols + k) * k * w
 
     def __sub__(self, ref: "ValuePath") -> "ValuePath":
         return ValuePath(self.ov - ref.ov)

@@ -10,6 +10,7 @@ stores what it computed. With ``reference=`` it computes the spectra of the diff
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -74,16 +75,20 @@ class SpectraPolicy:
     ff_method: FFMethod = "auto"
     dense: bool = False
     approx: "ApproxOptions | None" = None
+    #: bytes the concurrent block tasks may hold at once (``None``: half the memory available at
+    #: the start); a task that would exceed it waits for the running ones (it runs alone if needed)
+    max_memory: int | None = None
 
     @classmethod
     def of(cls, *, dtype: Any = "float64", device: Any = "cpu", ff_method: Any = "auto", dense: bool = False,
-           approx: Any = None) -> "SpectraPolicy":
+           approx: Any = None, max_memory: Any = None) -> "SpectraPolicy":
         """A checked policy from ``analyze``'s keywords (``approx=True`` means the default options)."""
         if approx is True:
             from specbound.spectra.approx import ApproxOptions
 
             approx = ApproxOptions()
-        policy = cls(dtype=dtype, device=device, ff_method=ff_method, dense=bool(dense), approx=approx or None)
+        policy = cls(dtype=dtype, device=device, ff_method=ff_method, dense=bool(dense), approx=approx or None,
+                     max_memory=max_memory)
         policy.check()
         return policy
 
@@ -94,6 +99,9 @@ class SpectraPolicy:
             raise InputError(f"ff_method {self.ff_method!r}: use auto, gram or svd.")
         if self.dense and self.approx is not None:
             raise InputError("approximate mode (--approx) and the dense procedure (--dense) exclude each other.")
+        if self.max_memory is not None and (isinstance(self.max_memory, bool) or not isinstance(self.max_memory, int)
+                                            or self.max_memory <= 0):
+            raise InputError(f"max_memory must be a positive number of bytes (--max-memory 2G), got {self.max_memory!r}.")
         return self
 
     @cached_property
@@ -111,6 +119,55 @@ class SpectraPolicy:
     def to_dict(self) -> dict[str, Any]:
         return {"dtype": self.dtype_name, "device": str(self.device), "dense": self.dense,
                 "ff_method": self.ff_method, "approx": None if self.approx is None else self.approx.to_dict()}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (``MemAvailable`` of /proc/meminfo), ``None`` where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class MemoryBudget:
+    """Bytes the block tasks of the spectra loop may hold at once (:attr:`SpectraPolicy.max_memory`).
+
+    ``with budget.reserve(n):`` waits until ``n`` more bytes fit under the limit, or until no other
+    task holds any (a task larger than the whole budget then runs alone), and returns them on
+    exit. ``peak`` is the largest total ever reserved (the tests and the benchmark read it).
+    """
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+        self._cv = threading.Condition()
+
+    @contextmanager
+    def reserve(self, n: int) -> Iterator[None]:
+        with self._cv:
+            while self.limit is not None and self.used > 0 and self.used + n > self.limit:
+                self._cv.wait()
+            self.used += n
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            with self._cv:
+                self.used -= n
+                self._cv.notify_all()
+
+
+def _budgeted(budget: MemoryBudget, block: Block, policy: SpectraPolicy) -> BlockResult:
+    with budget.reserve(block.memory(policy)):
+        return block.compute(policy)
 
 
 class _InlineExecutor(Executor):
@@ -183,10 +240,12 @@ def layer_spectra(
     executor: Executor = INLINE,
     cache: "SpectraCache | None" = None,
     reference: LayerWeights | None = None,
+    budget: MemoryBudget | None = None,
 ) -> LayerSpectra:
     """Spectra of one layer *as read* (any dtype, CPU): blocks from ``cache`` when it holds them,
     the others computed as tasks on ``executor`` (each upcasts its own tensors to the policy's
-    dtype and device); with ``reference``, the spectra of the differences ``A − A_0``."""
+    dtype and device); with ``reference``, the spectra of the differences ``A − A_0``; ``budget``:
+    the :class:`MemoryBudget` the tasks reserve their estimated memory from."""
     blocks = difference_blocks(lw, reference) if reference is not None else blocks_of(lw)
     got: dict[str, BlockResult] = {}
     if cache is not None:
@@ -196,7 +255,8 @@ def layer_spectra(
                 got[name] = BlockResult(specs, {})
     if policy.dense:  # the published procedure: one block after the other, every thread on each
         executor = INLINE
-    futures = {name: executor.submit(blocks[name].compute, policy) for name in ORDER if name not in got}
+    budget = budget or MemoryBudget(None)
+    futures = {name: executor.submit(_budgeted, budget, blocks[name], policy) for name in ORDER if name not in got}
     for name, fut in futures.items():
         got[name] = fut.result()
         if cache is not None:
@@ -210,6 +270,11 @@ def layer_spectra(
         m_out=got["m_out"].spectra[0], names=names, weight_norms=_weight_norms(blocks, l1, lw),
         vo=got["vo"].spectra[0],  # type: ignore[arg-type]
     )
+
+
+def _default_budget() -> int | None:
+    avail = available_memory()
+    return None if avail is None else avail // 2
 
 
 _ARCH_FIELDS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_ff")
@@ -265,11 +330,12 @@ def compute_spectra(
         info = difference_info(info, reference.info)
     L = info.n_layers
     out: list[LayerSpectra] = []
+    budget = MemoryBudget(policy.max_memory if policy.max_memory is not None else _default_budget())
     with task_threads(policy.torch_device) as pool:
         for i in range(L):
             lw = weights.layer(i)  # as read: each block upcasts its own tensors
             lw0 = reference.layer(i) if reference is not None else None
-            out.append(layer_spectra(lw, policy, executor=pool, cache=store, reference=lw0))
+            out.append(layer_spectra(lw, policy, executor=pool, cache=store, reference=lw0, budget=budget))
             del lw, lw0
             if progress is not None:
                 progress(i + 1, L)

@@ -115,17 +115,73 @@ def ff_singular_values(M: torch.Tensor, method: FFMethod = "auto") -> tuple[torc
     if method == "svd":
         return descending(torch.linalg.svdvals(M)), "svd"
     lam = gram_eigenvalues(M)
-    if method == "gram":
+    if method == "gram" or gram_accepted(lam, M.dtype):
         return lam.clamp_min(0).sqrt(), "gram"
+    return descending(torch.linalg.svdvals(M)), "svd"
+
+
+def gram_accepted(lam: torch.Tensor, dtype: torch.dtype) -> bool:
+    """The accuracy guard of :func:`ff_singular_values`: Gram eigenvalues ``lam`` (descending) of
+    an ``n × n`` Gram matrix in ``dtype`` give every singular value to :data:`GRAM_TOLERANCE`
+    when ``λ_min ≥ n·ε·λ_max / (2·tol)`` (or the matrix is zero)."""
     n = lam.shape[-1]
-    eps = torch.finfo(M.dtype).eps
-    tol = GRAM_TOLERANCE.get(M.dtype, 1e-3)
     lam_max = lam[0].item()
     if lam_max == 0.0:
-        return lam.clamp_min(0).sqrt(), "gram"
-    if lam[-1].item() >= n * eps * lam_max / (2 * tol):
-        return lam.sqrt(), "gram"
-    return descending(torch.linalg.svdvals(M)), "svd"
+        return True
+    return lam[-1].item() >= n * torch.finfo(dtype).eps * lam_max / (2 * GRAM_TOLERANCE.get(dtype, 1e-3))
+
+
+#: A feed-forward matrix whose upcast copy exceeds this many bytes has its Gram matrix accumulated
+#: block by block (:func:`gram_blocked`); smaller ones are upcast whole (one BLAS call).
+FULL_UPCAST_BYTES = 64 * 2**20
+#: The size of one upcast block of :func:`gram_blocked`.
+BLOCK_BYTES = 32 * 2**20
+
+
+def gram_blocked(M: torch.Tensor, dtype: torch.dtype, device: torch.device,
+                 block_bytes: int = BLOCK_BYTES) -> tuple[torch.Tensor, float, float]:
+    """``(eigenvalues of the smaller Gram matrix (descending), ‖M‖_{2,1}, ‖M‖_{1,1})`` of the stored
+    ``M`` ``[rows, cols]`` without upcasting it whole.
+
+    The smaller Gram matrix (``n × n``, ``n = min(rows, cols)``) is a sum over blocks of the long
+    side: ``G = Σ_b A_b A_bᵀ`` with ``A = M`` (wide) or ``Mᵀ`` (tall) and ``A_b`` its column block
+    ``[n, b]``, each upcast to ``dtype`` on ``device`` in turn (``b`` chosen so a block is at most
+    ``block_bytes``). The column norms (of ``M``) and absolute sums are reduced per block too, so
+    the memory is one ``n × n`` Gram matrix plus one block. The same arithmetic as the whole
+    product, in another order of additions (results agree to rounding).
+    """
+    rows, cols = M.shape
+    wide = rows <= cols
+    A = M if wide else M.mT
+    n, m = A.shape
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    b = max(1, min(m, block_bytes // max(1, n * itemsize)))
+    on_cpu = device.type == "cpu"
+    G = np.zeros((n, n), dtype=np.float64 if dtype == torch.float64 else np.float32) if on_cpu else \
+        torch.zeros(n, n, dtype=dtype, device=device)
+    n21 = 0.0  # wide M: its columns are A's columns, whole in one block
+    row_sq = torch.zeros(n, dtype=torch.float64)  # tall M: its columns are A's rows, summed over blocks
+    l1 = 0.0
+    for j in range(0, m, b):
+        Ab = A[:, j:j + b].to(device=device, dtype=dtype)
+        if on_cpu:
+            X = np.ascontiguousarray(Ab.detach().numpy())
+            G += X @ X.T  # one BLAS syrk per block
+        else:
+            G += Ab @ Ab.mT
+        if wide:
+            n21 += float(torch.linalg.vector_norm(Ab, dim=0).sum())
+        else:
+            row_sq += (Ab * Ab).sum(dim=1, dtype=torch.float64).cpu()
+        l1 += float(Ab.abs().sum(dtype=torch.float64))
+        del Ab
+    if not wide:
+        n21 = float(row_sq.sqrt().sum())
+    if on_cpu:
+        lam = torch.from_numpy(np.ascontiguousarray(np.linalg.eigvalsh(G)[::-1]))
+    else:
+        lam = torch.linalg.eigvalsh(G).flip(-1)
+    return lam, n21, l1
 
 
 #: Below this many columns :func:`top_singular_value` takes a dense eigenvalue problem.
@@ -158,6 +214,15 @@ def top_singular_value(M: torch.Tensor) -> float:
 def column_norms_21(M: torch.Tensor) -> float:
     """``‖M‖_{2,1} = Σ_j ‖M[:, j]‖₂`` (row-vector orientation)."""
     return float(torch.linalg.vector_norm(M, dim=-2).sum())
+
+
+def gram_blocked_l1(M: torch.Tensor, dtype: torch.dtype, device: torch.device, block_bytes: int = BLOCK_BYTES) -> float:
+    """``‖M‖_{1,1}`` of the stored ``M``, upcast block by block (as :func:`gram_blocked` sums it)."""
+    A = M if M.shape[0] <= M.shape[1] else M.mT
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    b = max(1, min(A.shape[1], block_bytes // max(1, A.shape[0] * itemsize)))
+    return float(sum(float(A[:, j:j + b].to(device=device, dtype=dtype).abs().sum(dtype=torch.float64))
+                     for j in range(0, A.shape[1], b)))
 
 
 @contextmanager
