@@ -132,7 +132,7 @@ def floor_worker(ckpt: Path, out_json: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from specbound.spectra.kernels import gram_eigenvalues
+    from specbound.spectra.kernels import gram_eigenvalues, top_singular_value
 
     cfg = json.loads((ckpt / "config.json").read_text())
     L, N, H = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"]
@@ -147,6 +147,8 @@ def floor_worker(ckpt: Path, out_json: Path) -> None:
         torch.linalg.svdvals(Rv @ Ro.mT)
         gram_eigenvalues(m_in)
         gram_eigenvalues(m_out)
+        R = torch.linalg.qr(Wv.permute(1, 0, 2).reshape(N, -1), mode="r").R  # the value-path link VO
+        top_singular_value(WoT.permute(1, 0, 2).reshape(N, -1) @ R.mT)
         total += time.perf_counter() - t
     total_tasks = _floor_tasks(sd, L, N, H, dh)
     out_json.write_text(json.dumps({"floor_s": total, "floor_tasks_s": total_tasks}))
@@ -169,9 +171,15 @@ def _floor_tasks(sd: dict, L: int, N: int, H: int, dh: int) -> float:
         return float("nan")
     torch.set_num_threads(1)
 
+    from specbound.spectra.kernels import top_singular_value
+
     def pair(A, B):
         Ra, Rb = (torch.linalg.qr(X, mode="r").R for X in (A, B))
         return torch.linalg.svdvals(Ra @ Rb.mT)
+
+    def value_path(A, B):  # VO = W_V W_O of the layer chain: QR of [N, H·d_h], B Rᵀ, Lanczos σ_1
+        R = torch.linalg.qr(A.permute(1, 0, 2).reshape(A.shape[1], -1), mode="r").R
+        return top_singular_value(B.permute(1, 0, 2).reshape(B.shape[1], -1) @ R.mT)
 
     total = 0.0
     with blas_threads(1), ThreadPoolExecutor(min(n, 4)) as ex:
@@ -179,7 +187,7 @@ def _floor_tasks(sd: dict, L: int, N: int, H: int, dh: int) -> float:
             Wq, Wk, Wv, WoT, m_in, m_out = _layer_mats(sd, i, N, H, dh)
             t = time.perf_counter()
             futs = [ex.submit(gram_eigenvalues, m_in), ex.submit(gram_eigenvalues, m_out),
-                    ex.submit(pair, Wq, Wk), ex.submit(pair, Wv, WoT)]
+                    ex.submit(pair, Wq, Wk), ex.submit(pair, Wv, WoT), ex.submit(value_path, Wv, WoT)]
             for f in futs:
                 f.result()
             total += time.perf_counter() - t

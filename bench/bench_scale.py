@@ -15,8 +15,12 @@ as its own process (wall time and peak RSS from ``wait4``):
   QR of the factors, batched core SVDs, feed-forward Gram matrices and their eigh), with the
   weights already in memory in float64, extrapolated to all layers.
 
-Usage: ``python bench/bench_scale.py [--layers 22] [--dense-layers 2] [--keep DIR]``.
-Prints one JSON object.
+``--shape 7b`` builds the LLaMA-2-7B shape instead (32 layers, N = 4096, d_ff = 11008, 13.5 GB
+in 1 GB shards, generated a shard at a time) and ``--compare-float32`` adds a ``--dtype float32``
+run with the largest relative difference of every bound and per-matrix measure against float64.
+
+Usage: ``python bench/bench_scale.py [--shape 1b|7b] [--layers L] [--dense-layers 2] [--keep DIR]
+[--compare-float32]``. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ import time
 from pathlib import Path
 
 LLAMA_1B = {"L": 22, "N": 2048, "H": 32, "H_kv": 4, "F": 5632, "V": 32000}
+#: LLaMA-2-7B: 32 layers, N = 4096, 32 heads (no GQA), d_ff = 11008 (13.5 GB in bf16)
+LLAMA_7B = {"L": 32, "N": 4096, "H": 32, "H_kv": 32, "F": 11008, "V": 32000}
+SHAPES = {"1b": LLAMA_1B, "7b": LLAMA_7B}
 
 
 def make_llama_checkpoint(
@@ -165,6 +172,8 @@ def floor_worker(ckpt: Path, layers: int, out_json: Path) -> None:
     N, H, Hkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     dh, grp = N // H, H // Hkv
     total = 0.0
+    from specbound.spectra.kernels import top_singular_value
+
     for i in range(layers):
         w = _layer_tensors(ckpt, i)
         g = torch.arange(H) // grp
@@ -180,6 +189,10 @@ def floor_worker(ckpt: Path, layers: int, out_json: Path) -> None:
         torch.linalg.svdvals(Rs[2] @ Rs[3].mT)
         gram_eigenvalues(m_in)  # the analysis's kernel (numpy syrk + eigvalsh on the CPU)
         gram_eigenvalues(m_out)
+        # the value-path link VO = W_V W_O of the layer chain: QR of [N, H·d_h], B Rᵀ, Lanczos σ_1
+        R = torch.linalg.qr(Wv.permute(1, 0, 2).reshape(N, H * dh), mode="r").R
+        BR = WoT.permute(1, 0, 2).reshape(N, H * dh) @ R.mT
+        top_singular_value(BR)
         total += time.perf_counter() - t
     out_json.write_text(json.dumps({"s_per_layer": total / layers}))
 
@@ -210,9 +223,30 @@ def approx_worker(sizes: str, out_json: Path) -> None:
     out_json.write_text(json.dumps(rows))
 
 
+def _float32_differences(rep: dict, rep32: dict) -> dict:
+    """Largest relative difference of every bound (log10 value and value) and of every per-matrix
+    measure between a float32 and a float64 report."""
+    out: dict = {}
+    for name, b in rep["bounds"].items():
+        b32 = rep32["bounds"].get(name)
+        if b32 is not None:
+            out[f"float32_rel_diff_log10_{name}"] = abs(b32["log10_value"] - b["log10_value"]) / max(abs(b["log10_value"]), 1e-300)
+    cols = ("spectral_norm", "frobenius", "nuclear", "norm_21", "stable_rank", "effective_rank", "term")
+    worst = {c: 0.0 for c in cols}
+    for a, c32 in zip(rep["matrices"], rep32["matrices"]):
+        for c in cols:
+            if a.get(c) is not None and c32.get(c) is not None and a[c] != 0:
+                worst[c] = max(worst[c], abs(c32[c] - a[c]) / abs(a[c]))
+    out.update({f"float32_max_rel_diff_{c}": v for c, v in worst.items()})
+    out["float32_rank_differs"] = sum(a["rank"] != c32["rank"] for a, c32 in zip(rep["matrices"], rep32["matrices"]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=LLAMA_1B["L"])
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="1b")
+    ap.add_argument("--layers", type=int, default=None, help="layers of the shape (default: all of them)")
+    ap.add_argument("--compare-float32", action="store_true", help="also run --dtype float32 and compare")
     ap.add_argument("--dense-layers", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None, help="build (or reuse) the checkpoint here and keep it")
     ap.add_argument("--skip-dense", action="store_true")
@@ -220,8 +254,11 @@ def main() -> None:
     ap.add_argument("--worker", nargs=4, metavar=("KIND", "CKPT", "LAYERS", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--build-worker", metavar="CKPT", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    shape = SHAPES[args.shape]
+    args.layers = args.layers or shape["L"]
     if args.build_worker:
-        make_llama_checkpoint(Path(args.build_worker), L=args.layers)
+        make_llama_checkpoint(Path(args.build_worker), L=args.layers, N=shape["N"], H=shape["H"], H_kv=shape["H_kv"],
+                              F=shape["F"], V=shape["V"], shard_mb=1000.0 if args.shape == "7b" else 500.0)
         return
     if args.worker:
         kind, ckpt, layers, out = args.worker
@@ -237,8 +274,8 @@ def main() -> None:
         if not (ckpt / "config.json").is_file():
             # in a child process: a child's peak RSS starts from its parent's at fork time, so
             # this process stays small (no torch) for the measurements to be the children's own
-            subprocess.run([sys.executable, __file__, "--build-worker", str(ckpt), "--layers", str(args.layers)],
-                           check=True)
+            subprocess.run([sys.executable, __file__, "--build-worker", str(ckpt), "--layers", str(args.layers),
+                            "--shape", args.shape], check=True)
         build_s = time.perf_counter() - t
         shards = sorted(ckpt.glob("*.safetensors"))
         size_gb = sum(f.stat().st_size for f in shards) / 1e9
@@ -252,8 +289,10 @@ def main() -> None:
         me = [sys.executable, __file__, "--worker"]
         timed(me + ["floor", str(ckpt), str(args.dense_layers), str(tmp / "floor.json")])
         floor = json.loads((tmp / "floor.json").read_text())["s_per_layer"] * L
+        m = rep["model"]
         row = {
-            "shape": f"LLaMA L={L} N=2048 H=32 H_kv=4 d_ff=5632 bf16, {len(shards)} shards, {size_gb:.2f} GB",
+            "shape": f"LLaMA L={L} N={m['N']} H={m['H']} H_kv={m['H_kv']} d_ff={m['d_ff']} bf16, {len(shards)} shards, "
+                     f"{size_gb:.2f} GB",
             "cpu_threads": os.cpu_count(),
             "load_average_before": os.getloadavg(),
             "build_s": round(build_s, 1),
@@ -277,6 +316,11 @@ def main() -> None:
                 "dense_peak_rss_MB": round(rss_d),
                 "speedup_vs_dense_extrapolated": round(per * L / t_an, 1),
             })
+        if args.compare_float32:
+            t32, rss32 = timed(base + ["--out", str(tmp / "rep32"), "--dtype", "float32"])
+            rep32 = json.loads((tmp / "rep32" / "report.json").read_text())
+            row.update({"float32_analyze_s": round(t32, 2), "float32_peak_rss_MB": round(rss32),
+                        "float32_speedup": round(t_an / t32, 2), **_float32_differences(rep, rep32)})
         if args.approx_sizes:
             timed(me + ["approx", args.approx_sizes, "0", str(tmp / "approx.json")])
             row["approx_vs_exact_ff"] = json.loads((tmp / "approx.json").read_text())
