@@ -24,8 +24,10 @@ BAD_INPUT = 1
 #: Exit code of a usage error (an option value the command rejects before any work).
 USAGE = 2
 
-out = Console()
-err = Console(stderr=True)
+#: ``soft_wrap``: text lines are never broken by the console (a terminal wraps them itself; piped
+#: output keeps every path and message on one line, as grep expects); tables still fit the width.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def error_line(message: str) -> None:
