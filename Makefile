@@ -23,7 +23,7 @@ demo: venv
 	$(BIN)/specbound analyze --out specbound-report
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: venv
 	$(BIN)/python bench/bench_analyze.py
