@@ -113,23 +113,14 @@ def token_sigma(token_map: str, s: int = 4) -> np.ndarray:
 
 
 def _psd_factor(g: np.ndarray) -> np.ndarray:
-    """``L`` with ``L Lᵀ = g`` for a batch ``[size, s, s]`` of PSD matrices: Cholesky, and the
-    symmetric square root for the (rare, ReLU at small n) singular ones."""
+    """``L`` with ``L Lᵀ = g`` for a batch ``[size, s, s]`` of PSD matrices: Cholesky, or, when
+    some matrix is singular (ReLU tokens at small n), ``U Λ^{1/2}`` from ``eigh`` for the batch
+    (any factor gives the same law of ``L A``)."""
     try:
         return np.linalg.cholesky(g)
     except np.linalg.LinAlgError:
-        pass
-    out = np.empty_like(g)
-    ok = np.ones(len(g), dtype=bool)
-    for i in range(len(g)):  # only reached when some matrix is singular: find which
-        try:
-            out[i] = np.linalg.cholesky(g[i])
-        except np.linalg.LinAlgError:
-            ok[i] = False
-    if (~ok).any():
-        w, u = np.linalg.eigh(g[~ok])
-        out[~ok] = u * np.sqrt(np.clip(w, 0.0, None))[:, None, :]
-    return out
+        w, u = np.linalg.eigh(g)
+        return u * np.sqrt(np.clip(w, 0.0, None))[:, None, :]
 
 
 def _token_gram(spec: ModelSpec, size: int, rng: np.random.Generator,
@@ -304,7 +295,7 @@ def naive_sample(spec: ModelSpec, size: int, rng: np.random.Generator,
         b = min(size, a0 + step) - a0
         h = rng.standard_normal((b, n))
         w_tok = rng.standard_normal((b, s, n, n)) / math.sqrt(n)
-        x = np.einsum("bikj,bj->bik", w_tok, h)
+        x = (w_tok @ h[:, None, :, None])[..., 0]
         x = np.clip(x, -spec.clip, spec.clip) if spec.token_map == "identity" else np.maximum(x, 0.0)
         gram = x @ np.swapaxes(x, 1, 2) / n
         y = np.zeros(b)
