@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from specbound.experiments.infinite_width.units import DENSITY_POINTS
 
@@ -54,6 +55,7 @@ def _panel(ax: Any, d: pd.DataFrame, axis: str, series: list[str], title: str) -
     ax.set_xlabel(axis)
     ax.set_ylabel("KL (nats)")
     ax.set_title(title, fontsize=10)
+    ax.yaxis.set_minor_locator(NullLocator())  # minor ticks on many decades dominate drawing time
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7)
 
@@ -63,7 +65,8 @@ def _kl_figure(summary: pd.DataFrame, exps: list[str], axis: str, series: list[s
     present = [e for e in exps if (summary["experiment"] == e).any()]
     if not present:
         return None
-    fig = Figure(figsize=(5.2 * len(present), 4.0), layout="constrained")
+    fig = Figure(figsize=(5.2 * len(present), 4.2))
+    fig.subplots_adjust(left=0.1 / len(present) + 0.03, right=0.98, bottom=0.13, top=0.88, wspace=0.25)
     axes = fig.subplots(1, len(present), squeeze=False)[0]
     for ax, e in zip(axes, present):
         _panel(ax, summary[summary["experiment"] == e], axis, series, TITLES.get(e, e))
@@ -86,7 +89,8 @@ def _density_figure(dens: dict[str, Any], sigma2: dict[str, float], path: Path) 
     picks = _pick(dens)
     if not picks:
         return None
-    fig = Figure(figsize=(3.3 * len(picks), 6.0), layout="constrained")
+    fig = Figure(figsize=(3.3 * len(picks), 6.0))
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.08, top=0.9, wspace=0.3, hspace=0.25)
     axes = fig.subplots(2, len(picks), squeeze=False)
     for j, (e, r) in enumerate(picks):
         s2 = sigma2["relu" if e == "relu_n_sweep" else "identity"]
@@ -103,6 +107,7 @@ def _density_figure(dens: dict[str, Any], sigma2: dict[str, float], path: Path) 
             ax.set_yscale(scale)
             if scale == "log":
                 ax.set_ylim(max(1e-7, gauss.min()), None)
+                ax.yaxis.set_minor_locator(NullLocator())
             ax.set_xlabel("y")
             ax.grid(True, alpha=0.3)
             if i == 0:

@@ -32,7 +32,7 @@ from specbound.experiments.common import ProgressEvent, versions, write_json_ato
 from specbound.experiments.infinite_width.config import DEVIATIONS, QUICK_DEVIATIONS, InfiniteWidthConfig
 from specbound.experiments.infinite_width.samplers import sigma2_infinity, token_sigma
 from specbound.experiments.infinite_width.summary import headline, summarise
-from specbound.experiments.infinite_width.units import DENSITY_POINTS, compute_unit, unit_key
+from specbound.experiments.infinite_width.units import COLUMNS, DENSITY_POINTS, compute_unit, unit_key
 
 __all__ = ["StudyResult", "load_unit", "run_study"]
 
@@ -99,7 +99,7 @@ def run_study(cfg: InfiniteWidthConfig, out: str | Path, *,
         emit(ProgressEvent("run", done, len(plan), f"{exp} seed {k}: {blob['seconds']:.1f} s"
                            + (" (cached)" if cached else ""), cached=cached,
                            info={"experiment": exp, "seed": k, "seconds": blob["seconds"]}))
-    kl = pd.DataFrame([r for (e, k) in plan for r in units[(e, k)]["rows"]])
+    kl = pd.DataFrame([r for (e, k) in plan for r in units[(e, k)]["rows"]], columns=COLUMNS)
     summary = summarise(kl)
     head = headline(kl)
     files = _write_tables(out, kl, summary, head, units, cfg)

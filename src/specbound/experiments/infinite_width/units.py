@@ -33,7 +33,12 @@ from specbound.experiments.infinite_width.samplers import (
     token_sigma,
 )
 
-__all__ = ["DENSITY_POINTS", "UNIT_VERSION", "compute_unit", "unit_key"]
+__all__ = ["COLUMNS", "DENSITY_POINTS", "UNIT_VERSION", "compute_unit", "unit_key"]
+
+#: The columns of ``kl.csv``, in order.
+COLUMNS = ["experiment", "token_map", "n", "H", "head_width", "seed", "samples", "estimator",
+           "kl_to_limit", "kl_to_gaussian", "kl_limit_to_gaussian", "floor", "var_finite", "var_limit",
+           "sigma2_inf", "grid_points"]
 
 #: Bump when a unit's numbers would change for the same key (invalidates the cache).
 UNIT_VERSION = 1
