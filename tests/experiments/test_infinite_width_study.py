@@ -11,7 +11,11 @@ from typer.testing import CliRunner
 
 from specbound.cli import app
 from specbound.errors import InputError
-from specbound.experiments.infinite_width import InfiniteWidthConfig, quick_config, run_study
+from specbound.experiments.infinite_width import (
+    InfiniteWidthConfig,
+    quick_config,
+    run_study,
+)
 
 TINY = dict(n_seeds=2, samples=300, relu_samples=300, n_values=(4, 8), H_values=(1, 2, 4), n_fixed=8,
             H_fixed=2, head_width=4, lowrank_H_values=(1, 2))
@@ -29,7 +33,7 @@ def full(tmp_path_factory):
 
 
 def test_outputs(full):
-    out, res = full
+    out, _ = full
     kl = pd.read_csv(out / "kl.csv")
     assert set(KL_CSV_COLUMNS) <= set(kl.columns)
     assert len(kl) == 2 * (2 + 3 + 2 + 2) and sorted(kl["seed"].unique()) == [0, 1]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -25,7 +26,7 @@ HELP = """E4: the infinite-width limit of one attention layer is not Gaussian (S
 Samples y[1,1] of one multi-head attention layer (s = 4 tokens) at finite width with an exact fast sampler (Wishart/Bartlett algebra, cost independent of n) and from its hierarchical limit (Gaussian given random scores), and measures KL(finite || limit), KL(limit || N(0, sigma2_inf)) and KL(finite || N(0, sigma2_inf)) from the exact mixture densities (no kernel), with the estimator's floor (two independent limit draws).
 
 Sweeps: n in {16,64,256,1024} at H = 2 (identity and ReLU tokens); H in {1,2,...,256} at n = 256; low rank n_H = 64, n = 64 H, H in {1,...,256}. Default 10 seeds, 50,000 samples per setting (ReLU: twice --samples). Writes OUT/kl.csv, summary.csv, headline.json, densities.json, config.json and PNG plots; finished (sweep, seed) units in OUT/units/ are reused on rerun.
-"""  # noqa: E501 (rich help keeps line breaks)
+"""
 
 
 def _parse_sweeps(text: str) -> tuple[str, ...]:
@@ -39,8 +40,8 @@ def _parse_sweeps(text: str) -> tuple[str, ...]:
 def infinite_width(
     quick: bool = typer.Option(False, "--quick", help="2 seeds, 10,000 samples (ReLU 20,000): under a minute "
                                "on 2 cores; listed as deviations in config.json."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per setting (default 10; quick: 2)."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Draws per setting and seed (default 50000; "
+    seeds: int | None = typer.Option(None, "--seeds", help="Seeds per setting (default 10; quick: 2)."),
+    samples: int | None = typer.Option(None, "--samples", help="Draws per setting and seed (default 50000; "
                                           "quick: 10000); ReLU tokens use twice this."),
     out_dir: Path = typer.Option(Path("specbound-e4"), "--out", help="Output folder (tables, plots, unit cache)."),
     seed: int = typer.Option(0, "--seed", help="Base seed; unit (sweep, k) uses the streams (seed, sweep, k, ...)."),
@@ -72,7 +73,12 @@ def infinite_width(
         fail(f"--out {out_dir}: exists and is not a folder.", USAGE)
     over.update(seed=seed, kl=kl)
 
-    from specbound.experiments.infinite_width import QUICK_DEVIATIONS, InfiniteWidthConfig, quick_config, run_study
+    from specbound.experiments.infinite_width import (
+        QUICK_DEVIATIONS,
+        InfiniteWidthConfig,
+        quick_config,
+        run_study,
+    )
 
     cfg = quick_config(**over) if quick else InfiniteWidthConfig(**over)
     try:
@@ -103,7 +109,7 @@ def infinite_width(
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.2e}" if x == x else "n/a"
+    return "n/a" if math.isnan(x) else f"{x:.2e}"
 
 
 def _report(res: Any, out_dir: Path) -> None:
@@ -114,10 +120,11 @@ def _report(res: Any, out_dir: Path) -> None:
     t = Table(title=f"KL (nats), mean ± s.d. over seeds (estimator: {meta['config']['kl']})", title_justify="left")
     for c in ("sweep", "n", "H", "finite‖limit", "limit‖N(0,σ²∞)", "finite‖N(0,σ²∞)", "floor"):
         t.add_column(c, justify="left" if c == "sweep" else "right", no_wrap=True)
+    short = {v: k for k, v in SWEEPS.items()}
     for r in res.summary.itertuples(index=False):
-        t.add_row(str(r.experiment), str(r.n), str(r.H),
+        t.add_row(short.get(r.experiment, str(r.experiment)), str(r.n), str(r.H),
                   f"{_fmt(r.kl_to_limit_mean)} ± {_fmt(r.kl_to_limit_sd)}",
-                  f"{_fmt(r.kl_limit_to_gaussian_mean)} ± {_fmt(r.kl_limit_to_gaussian_sd)}",
+                  _fmt(r.kl_limit_to_gaussian_mean),
                   _fmt(r.kl_to_gaussian_mean), _fmt(r.floor_mean))
     out.print(t)
     for exp, h in res.headline.items():

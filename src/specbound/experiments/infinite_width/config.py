@@ -9,8 +9,8 @@ from typing import Any
 
 __all__ = [
     "DEVIATIONS",
-    "EXPERIMENTS",
     "ESTIMATORS",
+    "EXPERIMENTS",
     "QUICK_DEVIATIONS",
     "InfiniteWidthConfig",
     "Setting",

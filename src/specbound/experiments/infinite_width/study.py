@@ -28,11 +28,25 @@ from typing import Any
 import pandas as pd
 
 from specbound.errors import InputError
-from specbound.experiments.common import ProgressEvent, versions, write_json_atomic, write_text_atomic
-from specbound.experiments.infinite_width.config import DEVIATIONS, QUICK_DEVIATIONS, InfiniteWidthConfig
+from specbound.experiments.common import (
+    ProgressEvent,
+    versions,
+    write_json_atomic,
+    write_text_atomic,
+)
+from specbound.experiments.infinite_width.config import (
+    DEVIATIONS,
+    QUICK_DEVIATIONS,
+    InfiniteWidthConfig,
+)
 from specbound.experiments.infinite_width.samplers import sigma2_infinity, token_sigma
 from specbound.experiments.infinite_width.summary import headline, summarise
-from specbound.experiments.infinite_width.units import COLUMNS, DENSITY_POINTS, compute_unit, unit_key
+from specbound.experiments.infinite_width.units import (
+    COLUMNS,
+    DENSITY_POINTS,
+    compute_unit,
+    unit_key,
+)
 
 __all__ = ["StudyResult", "load_unit", "run_study"]
 

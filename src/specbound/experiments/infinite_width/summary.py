@@ -69,18 +69,18 @@ def headline(kl: pd.DataFrame) -> dict[str, Any]:
         entry["slope_kl_to_limit_above_floor"] = _slope(da[axis].to_numpy(), da["kl_to_limit"].to_numpy())
         per: list[dict[str, Any]] = []
         for val, g in d.groupby(axis):
-            m_lim, lo_lim = _paired_lower(g["kl_limit_to_gaussian"].to_numpy(), g["floor"].to_numpy())
-            m_fin, lo_fin = _paired_lower(g["kl_to_limit"].to_numpy(), g["floor"].to_numpy())
+            _, lo_lim = _paired_lower(g["kl_limit_to_gaussian"].to_numpy(), g["floor"].to_numpy())
+            _, lo_fin = _paired_lower(g["kl_to_limit"].to_numpy(), g["floor"].to_numpy())
             per.append({
-                axis: int(val), "seeds": int(len(g)),
+                axis: int(val), "seeds": len(g),
                 "kl_to_limit": float(g["kl_to_limit"].mean()),
                 "kl_to_limit_sd": float(g["kl_to_limit"].std(ddof=1)) if len(g) > 1 else float("nan"),
                 "kl_limit_to_gaussian": float(g["kl_limit_to_gaussian"].mean()),
                 "kl_limit_to_gaussian_sd": float(g["kl_limit_to_gaussian"].std(ddof=1)) if len(g) > 1 else float("nan"),
                 "kl_to_gaussian": float(g["kl_to_gaussian"].mean()),
                 "floor": float(g["floor"].mean()),
-                "kl_to_limit_resolved": bool(lo_fin > 0) if lo_fin == lo_fin else None,
-                "kl_limit_to_gaussian_resolved": bool(lo_lim > 0) if lo_lim == lo_lim else None,
+                "kl_to_limit_resolved": None if math.isnan(lo_fin) else bool(lo_fin > 0),
+                "kl_limit_to_gaussian_resolved": None if math.isnan(lo_lim) else bool(lo_lim > 0),
             })
         entry["per_" + axis] = per
         if axis == "H":
