@@ -109,7 +109,7 @@ def infinite_width(
 
 
 def _fmt(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.2e}"
+    return "n/a" if math.isnan(x) else f"{x:.1e}"
 
 
 def _report(res: Any, out_dir: Path) -> None:
@@ -117,15 +117,16 @@ def _report(res: Any, out_dir: Path) -> None:
     out.print(f"E4: {meta['units']} (sweep, seed) units ({meta['units_reused_from_cache']} reused from cache); "
               f"compute {meta['compute_seconds_total']:.0f} s, this run {meta['wall_time_seconds']:.1f} s",
               highlight=False)
-    t = Table(title=f"KL (nats), mean ± s.d. over seeds (estimator: {meta['config']['kl']})", title_justify="left")
-    for c in ("sweep", "n", "H", "finite‖limit", "limit‖N(0,σ²∞)", "finite‖N(0,σ²∞)", "floor"):
+    t = Table(title=f"KL in nats, mean over seeds (sd: over seeds; N = N(0, σ²∞); estimator: {meta['config']['kl']})",
+              title_justify="left", caption="fin = finite width, lim = the infinite-width limit",
+              caption_justify="left")
+    for c in ("sweep", "n", "H", "fin‖lim", "sd", "lim‖N", "fin‖N", "floor"):
         t.add_column(c, justify="left" if c == "sweep" else "right", no_wrap=True)
     short = {v: k for k, v in SWEEPS.items()}
     for r in res.summary.itertuples(index=False):
-        t.add_row(short.get(r.experiment, str(r.experiment)), str(r.n), str(r.H),
-                  f"{_fmt(r.kl_to_limit_mean)} ± {_fmt(r.kl_to_limit_sd)}",
-                  _fmt(r.kl_limit_to_gaussian_mean),
-                  _fmt(r.kl_to_gaussian_mean), _fmt(r.floor_mean))
+        t.add_row(short.get(r.experiment, str(r.experiment)), str(r.n), str(r.H), _fmt(r.kl_to_limit_mean),
+                  _fmt(r.kl_to_limit_sd), _fmt(r.kl_limit_to_gaussian_mean), _fmt(r.kl_to_gaussian_mean),
+                  _fmt(r.floor_mean))
     out.print(t)
     for exp, h in res.headline.items():
         sl = h["slope_kl_to_limit"]
