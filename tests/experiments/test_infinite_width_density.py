@@ -31,7 +31,7 @@ from specbound.experiments.infinite_width.samplers import (
 @pytest.fixture(scope="module")
 def limit_draws():
     rng = np.random.default_rng(20)
-    return limit_sample(np.eye(4), 1, 40_000, rng)
+    return limit_sample(np.eye(4), 1, 20_000, rng)
 
 
 def test_mixture_density_integrates_to_one_and_matches_a_histogram(limit_draws):
@@ -39,7 +39,7 @@ def test_mixture_density_integrates_to_one_and_matches_a_histogram(limit_draws):
     grid = mixture_grid(v)
     assert float(np.sum(grid.w * np.exp(log_mixture_density(grid.y, v)))) == pytest.approx(1.0, abs=1e-9)
     # the density of the first half of the draws against a histogram of the other half's samples
-    dens_v, ys = v[:20_000], y[20_000:]
+    dens_v, ys = v[:10_000], y[10_000:]
     edges = np.linspace(-2.5, 2.5, 26)
     counts, _ = np.histogram(ys, bins=edges)
     fine = np.linspace(-2.5, 2.5, 2501)
@@ -64,7 +64,7 @@ def test_grid_kl_between_gaussians_is_the_closed_form():
 
 def test_kl_of_a_law_to_itself_is_its_floor_and_finite_width_is_resolved():
     rng = np.random.default_rng(21)
-    m = 20_000
+    m = 10_000
     va, vb = (limit_conditional_variance(np.eye(4), 2, m, rng) for _ in range(2))
     vf = fast_conditional_variance(ModelSpec(n=16, H=2), m, rng)
     grid = mixture_grid(va, vb, vf)
@@ -91,7 +91,7 @@ def test_grid_is_converged():
 def test_kde_matches_scipy_and_sees_its_larger_floor(limit_draws):
     y, _ = limit_draws
     x = np.linspace(y.min(), y.max(), 500)
-    a, b = y[:5_000], y[20_000:25_000]
+    a, b = y[:5_000], y[10_000:15_000]
     assert np.allclose(np.exp(kde_log_density(a, x)), gaussian_kde(a)(x), atol=1e-12)
     floor = kde_kl(b, a, x)
     assert 0 < floor < 0.01

@@ -82,14 +82,14 @@ def test_nested_heads_have_the_law_of_separate_draws():
 
 
 def test_bartlett_wishart_moments():
-    dof, s, m = 7, 4, 100_000
+    dof, s, m = 7, 4, 50_000
     t = bartlett_factor(dof, s, m, np.random.default_rng(10))
     w = t @ np.swapaxes(t, 1, 2)
     mean, var = w.mean(0), w.var(0)
     se_mean = np.sqrt(dof * (1 + np.eye(s)) / m)
     assert np.all(np.abs(mean - dof * np.eye(s)) < 5 * se_mean)
     # Var(W_ij) = dof (1 + delta_ij) for Sigma = I
-    assert np.allclose(var, dof * (1 + np.eye(s)), rtol=0.04)
+    assert np.allclose(var, dof * (1 + np.eye(s)), rtol=0.05)
     logdet = np.linalg.slogdet(w)[1]
     exact = sum(special.digamma((dof - i) / 2) for i in range(s)) + s * math.log(2)
     assert abs(logdet.mean() - exact) < 5 * logdet.std() / math.sqrt(m)
@@ -119,14 +119,14 @@ def test_sigma2_inf_quadrature_and_limit_variance(token_map):
     s2 = sigma2_infinity(sig)
     assert abs(s2 - sigma2_infinity(sig, order=24)) < 1e-9
     rng = np.random.default_rng(13)
-    v1 = limit_conditional_variance(sig, 1, 100_000, rng)
+    v1 = limit_conditional_variance(sig, 1, 50_000, rng)
     assert abs(v1.mean() - s2) < 4 * v1.std() / math.sqrt(v1.size)
-    v64 = limit_conditional_variance(sig, 64, 10_000, rng)
+    v64 = limit_conditional_variance(sig, 64, 5_000, rng)
     assert abs(v64.mean() - s2) < 4 * v64.std() / math.sqrt(v64.size)
     # as H grows v concentrates at sigma2_inf, i.e. y -> N(0, sigma2_inf): Var(v) ~ 1/H
     assert v64.var() == pytest.approx(v1.var() / 64, rel=0.15)
     if token_map == "identity":  # s E[softmax_1(p)^2], p ~ N(0, I_4), by Monte Carlo
-        a = np.exp(rng.standard_normal((200_000, 4)))
+        a = np.exp(rng.standard_normal((100_000, 4)))
         a /= a.sum(1, keepdims=True)
         mc = 4 * a[:, 0] ** 2
         assert abs(mc.mean() - s2) < 4 * mc.std() / math.sqrt(mc.size)
