@@ -111,7 +111,8 @@ def _density_figure(dens: dict[str, Any], sigma2: dict[str, float], path: Path) 
             ax.set_xlabel("y")
             ax.grid(True, alpha=0.3)
             if i == 0:
-                ax.set_title(f"{TITLES.get(e, e)}: n = {r['n']}, H = {r['H']}", fontsize=8)
+                tokens = "ReLU" if e == "relu_n_sweep" else "identity"
+                ax.set_title(f"{tokens} tokens: n = {r['n']}, H = {r['H']}", fontsize=9)
                 ax.legend(fontsize=7)
     fig.suptitle("E4: densities of y[1,1] (exact mixtures, seed 0)", fontsize=10)
     fig.savefig(path, dpi=110)
