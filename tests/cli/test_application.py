@@ -11,7 +11,7 @@ from specbound.cli.application import experiment_app
 runner = CliRunner()
 
 COMMANDS = ["analyze", "version", "bounds", "compare"]
-EXPERIMENTS = ["sparse-majority", "scaling", "correlation"]
+EXPERIMENTS = ["sparse-majority", "scaling", "correlation", "infinite-width"]
 
 
 def test_every_command_is_registered_explicitly():

@@ -13,7 +13,7 @@ import typer
 
 from specbound.cli import analyze, bounds, version
 from specbound.cli.console import BAD_INPUT, error_line
-from specbound.cli.experiment import correlation, scaling, sparse_majority
+from specbound.cli.experiment import correlation, infinite_width, scaling, sparse_majority
 from specbound.errors import SpecboundError
 
 __all__ = ["app", "experiment_app", "main"]
@@ -30,10 +30,11 @@ app.command("version")(version.version)
 app.command("bounds")(bounds.bounds_cmd)
 app.command("compare")(bounds.compare_cmd)
 
-experiment_app = typer.Typer(help="Experiments E1-E3 (see the README).", no_args_is_help=True)
+experiment_app = typer.Typer(help="Experiments E1-E4 (see the README).", no_args_is_help=True)
 experiment_app.command("sparse-majority")(sparse_majority.sparse_majority)
 experiment_app.command("scaling", help=scaling.HELP)(scaling.scaling)
 experiment_app.command("correlation", help=correlation.HELP)(correlation.correlation)
+experiment_app.command("infinite-width", help=infinite_width.HELP)(infinite_width.infinite_width)
 app.add_typer(experiment_app, name="experiment")
 
 
