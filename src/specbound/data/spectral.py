@@ -1,0 +1,96 @@
+"""The measures of bounds.md §8 on batches of small matrices (attention matrices, logit fields,
+hidden states), vectorised over every leading dimension.
+
+The per-matrix definitions are those of :mod:`specbound.measures` (bounds.md §3): Roy–Vetterli
+effective rank, stable rank, numerical rank ``#{σ_i > 1e-10 · r · max(σ_1, 1)}``, plus ``k90``
+(§8: the number of singular values holding 90% of ``Σ σ²``). They are computed here on
+``[..., k]`` tensors of singular values at once instead of one matrix at a time (a MiniLM run
+has 72 heads × 2 matrices per sequence); ``tests/data/test_spectral.py`` checks every value
+against :mod:`specbound.measures`. Zero-matrix conventions are the same: rank, stable rank,
+effective rank and k90 all 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from specbound.measures import RANK_RTOL
+
+__all__ = ["K90_SHARE", "entropies", "factored_svdvals", "gram_svdvals", "measures_of", "svdvals"]
+
+#: share of Σ σ² that ``k90`` holds
+K90_SHARE = 0.9
+
+
+def svdvals(a: torch.Tensor) -> torch.Tensor:
+    """Singular values of ``a [..., m, n]`` in float64, descending: ``[..., min(m, n)]``."""
+    return torch.linalg.svdvals(a.to(torch.float64))
+
+
+def gram_svdvals(x: torch.Tensor) -> torch.Tensor:
+    """Singular values of ``x [..., t, n]`` as ``sqrt(eig(x xᵀ))`` (or of ``xᵀ x`` when ``n < t``),
+    float64, descending: ``[..., min(t, n)]``. Values below ≈1e-8·σ_1 are not resolved (the Gram
+    squares them), which changes an effective rank by less than ``t · 1e-8``; used for the
+    hidden states ``X_ℓ [t, N]``, where only the effective rank is reported."""
+    x = x.to(torch.float64)
+    g = x @ x.mT if x.shape[-2] <= x.shape[-1] else x.mT @ x
+    ev = torch.linalg.eigvalsh(g).clamp_min(0.0)
+    return ev.flip(-1).sqrt()
+
+
+def factored_svdvals(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Singular values of ``q kᵀ`` without forming it when ``t > d`` (as for the weights, bounds.md §2).
+
+    ``q``, ``k``: ``[..., t, d]``. With thin QR ``q = Q_a R_a``, ``k = Q_b R_b``,
+    ``σ(q kᵀ) = σ(R_a R_bᵀ)`` (a ``d × d`` core); the other ``t − d`` values are exactly zero and
+    not listed. Returns ``[..., min(t, d)]`` in float64, descending.
+    """
+    q, k = q.to(torch.float64), k.to(torch.float64)
+    t, d = q.shape[-2], q.shape[-1]
+    if t <= d:
+        return torch.linalg.svdvals(q @ k.mT)
+    ra = torch.linalg.qr(q, mode="r").R
+    rb = torch.linalg.qr(k, mode="r").R
+    return torch.linalg.svdvals(ra @ rb.mT)
+
+
+def measures_of(s: torch.Tensor, r: int) -> dict[str, torch.Tensor]:
+    """``erank``, ``stable_rank``, ``rank``, ``k90`` of every matrix whose singular values are the
+    rows of ``s [..., k]`` (descending, float64; unlisted values are exact zeros); ``r`` =
+    ``min(rows, cols)`` of the matrices (enters the rank threshold). Each value ``[...]``, float64."""
+    s = s.clamp_min(0.0)
+    s1 = s[..., 0]
+    total = s.sum(-1)
+    q = s / torch.where(total > 0, total, torch.ones_like(total)).unsqueeze(-1)
+    ent = -torch.special.xlogy(q, q).sum(-1)
+    erank = torch.where(total > 0, torch.exp(ent), torch.zeros_like(total))
+    s2 = s * s
+    fro2 = s2.sum(-1)
+    stable = torch.where(s1 > 0, fro2 / torch.where(s1 > 0, s1 * s1, torch.ones_like(s1)), torch.zeros_like(s1))
+    thresh = RANK_RTOL * r * torch.clamp_min(s1, 1.0)
+    rank = (s > thresh.unsqueeze(-1)).sum(-1).to(torch.float64)
+    cum = torch.cumsum(s2, -1)
+    # k90 = the smallest k with Σ_{i≤k} σ_i² ≥ 0.9 Σ σ² (0 for the zero matrix)
+    k90 = (cum < K90_SHARE * fro2.unsqueeze(-1)).sum(-1).to(torch.float64) + 1.0
+    k90 = torch.where(fro2 > 0, torch.minimum(k90, torch.full_like(k90, s.shape[-1])), torch.zeros_like(k90))
+    return {"erank": erank, "stable_rank": stable, "rank": rank, "k90": k90}
+
+
+def entropies(p: torch.Tensor, row_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention entropy of ``p [..., t, t]`` (rows restricted to real tokens) (bounds.md §8).
+
+    ``row_len [..., t]`` (broadcast against ``p``'s rows): how many keys row i may attend to (t
+    for an encoder, i + 1 under a causal mask). Returns ``(entropy, norm_entropy)``, each
+    ``[...]``: the mean over rows of ``H_i = −Σ_j P_ij ln P_ij`` (``0 ln 0 = 0``), and the mean
+    over the rows with ``row_len ≥ 2`` of ``H_i / ln(row_len_i)`` (a row with one key has no
+    choice to normalise; NaN when no row has two keys, e.g. a one-token sequence).
+    """
+    p = p.to(torch.float64)
+    h = -torch.special.xlogy(p, p).sum(-1)  # [..., t]
+    entropy = h.mean(-1)
+    n = torch.broadcast_to(row_len.to(device=p.device, dtype=torch.float64), h.shape)
+    ok = n >= 2
+    ratio = torch.where(ok, h / torch.where(ok, torch.log(n), torch.ones_like(n)), torch.zeros_like(h))
+    count = ok.sum(-1)
+    norm = torch.where(count > 0, ratio.sum(-1) / count.clamp_min(1), torch.full_like(entropy, float("nan")))
+    return entropy, norm
