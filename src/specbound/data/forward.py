@@ -60,33 +60,42 @@ def _group_of(n_heads: int, n_kv: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n_heads, device=device) // (n_heads // n_kv)
 
 
-def _stats(calls: list[Captured], hidden: tuple[torch.Tensor, ...], rows: list[int], t: int) -> Iterator[tuple]:
-    """Per-sequence quantities for the batch rows ``rows``, all of true length ``t``."""
+def _stats(calls: list[Captured], hidden: tuple[torch.Tensor, ...], lens: list[int]) -> Iterator[tuple]:
+    """Per-sequence quantities of one right-padded batch (true lengths ``lens``), in one pass: every
+    padded row and column is set to zero, which leaves the singular values of each sequence's own
+    matrices (plus zeros) and their entropies unchanged (see :func:`measures_of`)."""
     L = len(calls)
-    idx = torch.as_tensor(rows, device=calls[0].probs.device)
-    p = torch.stack([c.probs[idx, :, :t, :t] for c in calls], 1)  # [n, L, H, t, t]
+    dev = calls[0].probs.device
+    T = calls[0].probs.shape[-1]
+    t = torch.as_tensor(lens, device=dev)
+    real = torch.arange(T, device=dev)[None, :] < t[:, None]  # [B, T]
+    pair = (real[:, :, None] & real[:, None, :])[:, None, None]  # [B, 1, 1, T, T]
+    p = torch.stack([c.probs for c in calls], 1).to(torch.float64) * pair  # [B, L, H, T, T]
     H = p.shape[2]
-    q = torch.stack([c.query[idx, :, :t] for c in calls], 1)  # [n, L, H, t, d]
-    g = _group_of(H, calls[0].key.shape[1], p.device)
-    k = torch.stack([c.key[idx][:, g, :t] for c in calls], 1)  # [n, L, H, t, d]
+    rows = real[:, None, None, :, None]
+    g = _group_of(H, calls[0].key.shape[1], dev)
+    q = torch.stack([c.query for c in calls], 1).to(torch.float64) * rows  # [B, L, H, T, d]
+    k = torch.stack([c.key[:, g] for c in calls], 1).to(torch.float64) * rows
     masked = []
     for c in calls:
         if c.mask is None:
-            masked.append(torch.zeros(len(rows), t, t, dtype=torch.bool, device=p.device))
+            masked.append(torch.zeros(len(lens), T, T, dtype=torch.bool, device=dev))
         else:
-            m = c.mask[idx, 0] if c.mask.shape[1] == 1 else c.mask[idx].amax(1)
-            masked.append(_masked(m[:, :t, :t]))
-    hid = torch.stack(masked, 1)  # [n, L, t, t]
-    row_len = (~hid).sum(-1)  # [n, L, t]
-    mp = measures_of(svdvals(p), t)
-    ms = measures_of(factored_svdvals(q, k), t)
-    ent, nent = entropies(p, row_len[:, :, None, :])
-    vals = torch.stack([mp[m] for m in MEASURES] + [ms[m] for m in MEASURES] + [ent, nent], -1)  # [n, L, H, 10]
-    x = torch.stack([hidden[i][idx, :t] for i in range(L + 1)], 1)  # [n, L + 1, t, N]
-    hx = measures_of(gram_svdvals(x), min(t, x.shape[-1]))["erank"]  # [n, L + 1]
-    causal = hid.triu(1).any(-1).any(-1).any(-1)  # [n]
+            m = c.mask[:, 0] if c.mask.shape[1] == 1 else c.mask.amax(1)
+            masked.append(_masked(m[:, -T:, -T:]))
+    hid = torch.stack(masked, 1) | ~pair[:, :, 0]  # [B, L, T, T]: hidden keys, padding included
+    row_len = (~hid).sum(-1)  # [B, L, T] (0 on padded rows)
+    r = t.to(torch.float64)[:, None, None]
+    mp = measures_of(svdvals(p), r)
+    ms = measures_of(factored_svdvals(q, k), r)
+    ent, nent = entropies(p, row_len[:, :, None, :], n_rows=r)
+    vals = torch.stack([mp[m] for m in MEASURES] + [ms[m] for m in MEASURES] + [ent, nent], -1)  # [B, L, H, 10]
+    x = torch.stack([hidden[i] for i in range(L + 1)], 1).to(torch.float64) * real[:, None, :, None]
+    rx = torch.minimum(t, torch.as_tensor(x.shape[-1], device=dev)).to(torch.float64)[:, None]
+    hx = measures_of(gram_svdvals(x), rx)["erank"]  # [B, L + 1]
+    causal = (torch.stack(masked, 1) & pair[:, :, 0]).triu(1).any(-1).any(-1).any(-1)  # [B]
     vals, hx, causal = vals.cpu().numpy(), hx.cpu().numpy(), causal.cpu().numpy()
-    for j in range(len(rows)):
+    for j in range(len(lens)):
         yield vals[j], hx[j, :L], hx[j, 1:], bool(causal[j])
 
 
@@ -120,11 +129,8 @@ def run_pass(loaded: LoadedModel, ids: list[list[int]], *, batch_size: int, devi
             )
         if not calls:
             raise InputError(f"{loaded.description}: no attention call was captured; architecture not supported.")
-        hidden = res.hidden_states
-        for t in sorted(set(lens)):
-            rows = [r for r, n in enumerate(lens) if n == t]
-            for r, (v, hx, hout, causal) in zip(rows, _stats(list(calls), hidden, rows, t)):
-                out[batch[r]] = SequenceStats(batch[r], t, v, hx, hout, causal)
+        for r, (v, hx, hout, causal) in enumerate(_stats(list(calls), res.hidden_states, lens)):
+            out[batch[r]] = SequenceStats(batch[r], lens[r], v, hx, hout, causal)
         if progress is not None:
             progress(nb + 1, len(batches))
     return [s for s in out if s is not None]

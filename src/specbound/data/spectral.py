@@ -54,10 +54,15 @@ def factored_svdvals(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(ra @ rb.mT)
 
 
-def measures_of(s: torch.Tensor, r: int) -> dict[str, torch.Tensor]:
+def measures_of(s: torch.Tensor, r: int | torch.Tensor) -> dict[str, torch.Tensor]:
     """``erank``, ``stable_rank``, ``rank``, ``k90`` of every matrix whose singular values are the
     rows of ``s [..., k]`` (descending, float64; unlisted values are exact zeros); ``r`` =
-    ``min(rows, cols)`` of the matrices (enters the rank threshold). Each value ``[...]``, float64."""
+    ``min(rows, cols)`` of the matrices (enters the rank threshold; an int, or a tensor broadcast
+    against ``s[..., 0]``). Each value ``[...]``, float64.
+
+    A matrix zero-padded with rows and columns has the singular values of the matrix plus zeros,
+    and zeros change none of these measures (given the matrix's own ``r``); that is how a padded
+    batch is measured in one call."""
     s = s.clamp_min(0.0)
     s1 = s[..., 0]
     total = s.sum(-1)
@@ -76,7 +81,8 @@ def measures_of(s: torch.Tensor, r: int) -> dict[str, torch.Tensor]:
     return {"erank": erank, "stable_rank": stable, "rank": rank, "k90": k90}
 
 
-def entropies(p: torch.Tensor, row_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def entropies(p: torch.Tensor, row_len: torch.Tensor,
+              n_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention entropy of ``p [..., t, t]`` (rows restricted to real tokens) (bounds.md §8).
 
     ``row_len [..., t]`` (broadcast against ``p``'s rows): how many keys row i may attend to (t
@@ -84,10 +90,12 @@ def entropies(p: torch.Tensor, row_len: torch.Tensor) -> tuple[torch.Tensor, tor
     ``[...]``: the mean over rows of ``H_i = −Σ_j P_ij ln P_ij`` (``0 ln 0 = 0``), and the mean
     over the rows with ``row_len ≥ 2`` of ``H_i / ln(row_len_i)`` (a row with one key has no
     choice to normalise; NaN when no row has two keys, e.g. a one-token sequence).
+    ``n_rows`` (broadcast against ``[...]``): the number of real rows t when ``p`` is zero-padded
+    (padded rows have entropy 0 and ``row_len`` 0); default: every row is real.
     """
     p = p.to(torch.float64)
     h = -torch.special.xlogy(p, p).sum(-1)  # [..., t]
-    entropy = h.mean(-1)
+    entropy = h.mean(-1) if n_rows is None else h.sum(-1) / n_rows.to(h)
     n = torch.broadcast_to(row_len.to(device=p.device, dtype=torch.float64), h.shape)
     ok = n >= 2
     ratio = torch.where(ok, h / torch.where(ok, torch.log(n), torch.ones_like(n)), torch.zeros_like(h))
