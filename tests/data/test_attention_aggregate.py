@@ -18,14 +18,14 @@ def _frame(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def test_interval_covers_the_mean_and_shrinks_with_more_sequences():
-    small = aggregate(_frame(15), ["source", "layer", "head"], ["x", "c"], seed=0, n_resamples=500)
-    large = aggregate(_frame(240), ["source", "layer", "head"], ["x", "c"], seed=0, n_resamples=500)
+    small = aggregate(_frame(15), ["source", "layer", "head"], ["x", "c"], seed=0, n_resamples=300)
+    large = aggregate(_frame(160), ["source", "layer", "head"], ["x", "c"], seed=0, n_resamples=300)
     for t in (small, large):
         assert (t["x_ci_low"] < t["x_mean"]).all() and (t["x_mean"] < t["x_ci_high"]).all()
         assert (t["c_ci_low"] == 3.0).all() and (t["c_ci_high"] == 3.0).all() and (t["c_std"] == 0).all()
     w_small = (small["x_ci_high"] - small["x_ci_low"]).to_numpy()
     w_large = (large["x_ci_high"] - large["x_ci_low"]).to_numpy()
-    assert (w_large < 0.5 * w_small).all()  # ~ 1/sqrt(n): a quarter expected
+    assert (w_large < 0.6 * w_small).all()  # ~ 1/sqrt(n): 0.3 expected
     assert list(small["n_sequences"]) == [15, 15]
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from specbound.data.model import Captured, LoadedModel, capture_attention
-from specbound.data.spectral import entropies, factored_svdvals, gram_svdvals, measures_of, svdvals
+from specbound.data.spectral import entropies, factored_svdvals, gram_svdvals, measures_of, spectrum
 from specbound.errors import InputError
 
 __all__ = ["MEASURES", "SEQUENCE_COLUMNS", "SequenceStats", "run_pass"]
@@ -86,8 +86,8 @@ def _stats(calls: list[Captured], hidden: tuple[torch.Tensor, ...], lens: list[i
     hid = torch.stack(masked, 1) | ~pair[:, :, 0]  # [B, L, T, T]: hidden keys, padding included
     row_len = (~hid).sum(-1)  # [B, L, T] (0 on padded rows)
     r = t.to(torch.float64)[:, None, None]
-    mp = measures_of(svdvals(p), r)
-    ms = measures_of(factored_svdvals(q, k), r)
+    mp = measures_of(spectrum(p, r), r)
+    ms = measures_of(factored_svdvals(q, k, r), r)
     ent, nent = entropies(p, row_len[:, :, None, :], n_rows=r)
     vals = torch.stack([mp[m] for m in MEASURES] + [ms[m] for m in MEASURES] + [ent, nent], -1)  # [B, L, H, 10]
     x = torch.stack([hidden[i] for i in range(L + 1)], 1).to(torch.float64) * real[:, None, :, None]

@@ -16,15 +16,48 @@ import torch
 
 from specbound.measures import RANK_RTOL
 
-__all__ = ["K90_SHARE", "entropies", "factored_svdvals", "gram_svdvals", "measures_of", "svdvals"]
+__all__ = ["GRAM_RESOLVED", "K90_SHARE", "entropies", "factored_svdvals", "gram_svdvals", "measures_of", "spectrum",
+           "svdvals"]
 
 #: share of Σ σ² that ``k90`` holds
 K90_SHARE = 0.9
+#: :func:`spectrum` trusts the Gram route for a matrix whose singular values are all above this
+#: fraction of σ_1 (well above its ≈1e-7·σ_1 resolution and the rank threshold 1e-10·r·σ_1)
+GRAM_RESOLVED = 1e-5
 
 
 def svdvals(a: torch.Tensor) -> torch.Tensor:
     """Singular values of ``a [..., m, n]`` in float64, descending: ``[..., min(m, n)]``."""
     return torch.linalg.svdvals(a.to(torch.float64))
+
+
+def spectrum(a: torch.Tensor, n: torch.Tensor | None = None) -> torch.Tensor:
+    """Singular values of square ``a [..., n, n]``, float64, descending, as exact as
+    :func:`svdvals` for every measure of :func:`measures_of`, at the cost of a symmetric
+    eigenproblem for most matrices.
+
+    First ``sqrt(eig(a aᵀ))`` (float64 Gram); its absolute error is ≈1e-14·σ_1², so every value
+    above :data:`GRAM_RESOLVED`·σ_1 is accurate to ≈1e-4 relative (and lies far above the rank
+    threshold). The matrices with a smaller value (rank-deficient or nearly so, where the
+    numerical rank depends on them) are redone by a dense SVD. ``n`` (broadcast against
+    ``a[..., 0, 0]``): how many singular values each matrix can have at most (its own size when
+    ``a`` is zero-padded: the padding's zeros are exact and do not call for the SVD).
+    """
+    a = a.to(torch.float64)
+    s = gram_svdvals(a)
+    if s.numel() == 0:
+        return s
+    if n is None:
+        smallest = s[..., -1]
+    else:
+        k = torch.broadcast_to(n.to(device=s.device, dtype=torch.long), s.shape[:-1]).clamp(1, s.shape[-1]) - 1
+        smallest = torch.gather(s, -1, k.unsqueeze(-1)).squeeze(-1)
+    low = (smallest < GRAM_RESOLVED * s[..., 0]).reshape(-1)
+    if bool(low.any()):
+        flat = s.reshape(-1, s.shape[-1])
+        flat[low] = torch.linalg.svdvals(a.reshape(-1, *a.shape[-2:])[low])
+        s = flat.reshape(s.shape)
+    return s
 
 
 def gram_svdvals(x: torch.Tensor) -> torch.Tensor:
@@ -38,20 +71,21 @@ def gram_svdvals(x: torch.Tensor) -> torch.Tensor:
     return ev.flip(-1).sqrt()
 
 
-def factored_svdvals(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def factored_svdvals(q: torch.Tensor, k: torch.Tensor, n: torch.Tensor | None = None) -> torch.Tensor:
     """Singular values of ``q kᵀ`` without forming it when ``t > d`` (as for the weights, bounds.md §2).
 
     ``q``, ``k``: ``[..., t, d]``. With thin QR ``q = Q_a R_a``, ``k = Q_b R_b``,
     ``σ(q kᵀ) = σ(R_a R_bᵀ)`` (a ``d × d`` core); the other ``t − d`` values are exactly zero and
-    not listed. Returns ``[..., min(t, d)]`` in float64, descending.
+    not listed. Returns ``[..., min(t, d)]`` in float64, descending. ``n``: each pair's own
+    number of rows when zero-padded (see :func:`spectrum`).
     """
     q, k = q.to(torch.float64), k.to(torch.float64)
     t, d = q.shape[-2], q.shape[-1]
     if t <= d:
-        return torch.linalg.svdvals(q @ k.mT)
+        return spectrum(q @ k.mT, n)
     ra = torch.linalg.qr(q, mode="r").R
     rb = torch.linalg.qr(k, mode="r").R
-    return torch.linalg.svdvals(ra @ rb.mT)
+    return spectrum(ra @ rb.mT, None if n is None else torch.clamp(n, max=d))
 
 
 def measures_of(s: torch.Tensor, r: int | torch.Tensor) -> dict[str, torch.Tensor]:
