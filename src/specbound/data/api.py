@@ -55,7 +55,8 @@ def _sequences(loaded: LoadedModel, texts: Any, token_ids: Any, max_length: int)
             raise InputError(f"{src.description}: token id {bad[0]} is outside the vocabulary (size {vocab}).")
         truncated = sum(len(x) > max_length for x in ids)
         ids = [x[:max_length] for x in ids]
-        return Sequences(ids, [[False] * len(x) for x in ids], src, truncated=truncated)
+        specials = set(getattr(loaded.tokenizer, "all_special_ids", None) or [])
+        return Sequences(ids, [[i in specials for i in x] for x in ids], src, truncated=truncated)
     if loaded.tokenizer is None:
         raise InputError(
             f"{loaded.description}: no tokenizer in the checkpoint folder; pass pre-tokenised ids "
@@ -199,16 +200,21 @@ def attention(
                                       "same lengths; special-token positions ([CLS], [SEP], ...) kept"}
     n_batches = -(-len(seqs.ids) // batch_size)
     frames, lay_frames, causal = [], [], False
-    for k, (name, ids) in enumerate(runs):
-        def prog(done: int, total: int, _k: int = k) -> None:
-            if progress is not None:
-                progress(_k * n_batches + done, n_batches * len(runs))
+    was_training = loaded.model.training
+    loaded.model.eval()  # no dropout; a user's module gets its mode back below
+    try:
+        for k, (name, ids) in enumerate(runs):
+            def prog(done: int, total: int, _k: int = k) -> None:
+                if progress is not None:
+                    progress(_k * n_batches + done, n_batches * len(runs))
 
-        stats = run_pass(loaded, ids, batch_size=batch_size, device=dev, progress=prog)
-        causal = causal or any(s.causal for s in stats)
-        f, lay = _frames(stats, name)
-        frames.append(f)
-        lay_frames.append(lay)
+            stats = run_pass(loaded, ids, batch_size=batch_size, device=dev, progress=prog)
+            causal = causal or any(s.causal for s in stats)
+            f, lay = _frames(stats, name)
+            frames.append(f)
+            lay_frames.append(lay)
+    finally:
+        loaded.model.train(was_training)
     sequences = pd.concat(frames, ignore_index=True)
     per_layer = pd.concat(lay_frames, ignore_index=True)
     L, H = int(sequences["layer"].max()) + 1, int(sequences["head"].max()) + 1

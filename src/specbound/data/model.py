@@ -107,8 +107,9 @@ def load_model(source: Any, *, tokenizer: Any = None, device: torch.device | Non
     """Open ``source`` for the data pass.
 
     ``source``: a checkpoint folder (``config.json`` + weights; the tokenizer from the folder when
-    it has one), a ``transformers`` ``PreTrainedModel`` (used as is, in eval mode; the config is
-    switched to the capture only during a pass), or ``None`` for the packaged MiniLM.
+    it has one), a ``transformers`` ``PreTrainedModel`` (used as is, moved to ``device``; its
+    config is switched to the capture and the module to eval mode only during a pass), or
+    ``None`` for the packaged MiniLM.
     ``tokenizer``: a tokenizer object or folder overriding the checkpoint's.
     """
     from transformers import AutoModel, AutoTokenizer, PreTrainedModel
@@ -146,7 +147,8 @@ def load_model(source: Any, *, tokenizer: Any = None, device: torch.device | Non
         raise InputError(f"cannot run a forward pass on an object of type {type(source).__name__}.")
     if device is not None:
         model = model.to(device)
-    model.eval()
+    if folder is not None:
+        model.eval()
     return LoadedModel(model, tok, desc, _max_positions(model.config, tok), folder)
 
 
