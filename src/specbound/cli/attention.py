@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -80,7 +81,8 @@ def print_attention_summary(att: Any) -> None:
               f"{txt['n_tokens']} tokens", highlight=False)
     lay = att.layers
     sources = att.sources
-    t = Table(title="Per layer, text (means over heads and sequences; bounds.md §8)", title_justify="left")
+    t = Table(title="Per layer, text (means over heads and sequences; bounds.md §8)", title_justify="left",
+              box=box.SIMPLE_HEAD, padding=(0, 1))
     cols = [("layer", None, None), ("erank P", "text", "P_erank_mean")]
     if "random" in sources:
         cols.append(("random", "random", "P_erank_mean"))
@@ -89,8 +91,10 @@ def print_attention_summary(att: Any) -> None:
     if "random" in sources:
         cols.append(("random", "random", "hidden_erank_mean"))
     cols += [("k90 S", "text", "S_k90_mean"), ("k90 QK", "text", "weight_qk_k90")]
+    # erank P/S: effective rank of the attention matrix / logit field; H/ln n: normalised entropy;
+    # erank X: of the hidden state entering the layer; k90 QK: of the weight QK (bounds.md §8)
     for name, _, _ in cols:
-        t.add_column(name, justify="right", no_wrap=True)
+        t.add_column(name, justify="right", no_wrap=True, min_width=len(name))
     for layer in sorted(lay["layer"].unique()):
         row = [str(layer)]
         for _, s, c in cols[1:]:
