@@ -72,7 +72,7 @@ def read_text_file(path: str | os.PathLike) -> tuple[list[str], TextSource]:
     unreadable, empty or all-blank file."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise InputError(f"{p}: no such text file.")
+        raise InputError(f"{p}: no such text file (for literal text pass a list of strings: texts=[...]).")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
