@@ -11,12 +11,12 @@ import specbound
 
 @pytest.fixture(scope="module")
 def minilm_att(minilm_path):
-    return specbound.attention(minilm_path, max_sequences=8, random_tokens=True, n_resamples=500)
+    return specbound.attention(minilm_path, max_sequences=6, random_tokens=True, n_resamples=200)
 
 
 def test_minilm_on_its_model_card(minilm_att):
     att = minilm_att
-    assert att.info["text"]["source"]["kind"] == "model_card" and att.info["text"]["n_sequences"] == 8
+    assert att.info["text"]["source"]["kind"] == "model_card" and att.info["text"]["n_sequences"] == 6
     seq = att.sequences
     num = seq.drop(columns=["source"]).to_numpy(dtype=float)
     assert np.isfinite(num).all()
