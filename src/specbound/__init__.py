@@ -20,6 +20,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Report": "specbound.analysis",
     "analyze": "specbound.analysis",
+    "attention": "specbound.data",
+    "AttentionResult": "specbound.data",
     "Bound": "specbound.bounds",
     "BoundParams": "specbound.bounds",
     "BoundResult": "specbound.bounds",
@@ -37,11 +39,12 @@ _EXPORTS = {
 #: subpackages reachable as attributes after a bare ``import specbound`` (as when they were
 #: imported eagerly)
 _SUBMODULES = {
-    "analysis", "bounds", "cli", "errors", "experiments", "measures", "parallel",
+    "analysis", "bounds", "cli", "data", "errors", "experiments", "measures", "parallel",
     "report", "spectra", "weights",
 }
 
 __all__ = [
+    "AttentionResult",
     "Bound",
     "BoundParams",
     "BoundResult",
@@ -53,6 +56,7 @@ __all__ = [
     "SpecboundError",
     "TransformerWeights",
     "analyze",
+    "attention",
     "available_bounds",
     "open_weights",
     "register_bound",
@@ -77,6 +81,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from specbound.analysis import Report, analyze
+    from specbound.data import AttentionResult, attention
     from specbound.bounds import Bound, BoundParams, BoundResult, available_bounds, register_bound
     from specbound.errors import InputError, SpecboundError
     from specbound.weights.adapters import open_weights

@@ -91,6 +91,9 @@ def analyze(
     approx: Any = False,
     max_memory: int | None = None,
     policy: SpectraPolicy | None = None,
+    texts: Any = None,
+    token_ids: Any = None,
+    attention_options: dict[str, Any] | None = None,
 ) -> Report:
     """Analyse a trained Transformer: per-head spectra, measures, and bound values.
 
@@ -114,6 +117,10 @@ def analyze(
     ``init`` measure distances ``A − A_0`` to it (spectra/blocks.py).
     ``cache``: a folder of spectra keyed by tensor content (spectra/cache.py); a rerun with other
     bound parameters does no linear algebra.
+    ``texts`` / ``token_ids``: inputs for the data side (bounds.md §8, :func:`specbound.attention`,
+    with ``attention_options`` as its keywords): the report gains the measure
+    ``attention_effective_rank`` among its bounds and ``report.attention`` (the tables). Without
+    them the report is exactly the weight report.
     """
     t0 = time.perf_counter()
     if source is None:
@@ -167,6 +174,19 @@ def analyze(
         options["approx"] = policy.approx.to_dict()
     if policy.max_memory is not None:
         options["max_memory"] = policy.max_memory
+    attention = None
+    if texts is not None or token_ids is not None:  # the data side (bounds.md §8)
+        from specbound.data import CAPACITY, attention as run_attention
+
+        att_kw = dict(attention_options or {})
+        att_kw.setdefault("device", policy.device)
+        attention = run_attention(source, texts=texts, token_ids=token_ids, **att_kw)
+        results[CAPACITY] = attention.bound_result()
+        options["bounds"].append(CAPACITY)
+    elif bounds in (None, "all"):  # the data-side family needs inputs: listed, with the reason
+        not_evaluated.append({"bound": "attention_effective_rank", "reason": (
+            "needs input text (--text FILE / texts=) or token ids (--token-ids FILE / token_ids=): a "
+            "data-side measure (bounds.md section 8)")})
     return Report(
         model=weights.info,
         bounds=results,
@@ -178,6 +198,7 @@ def analyze(
         elapsed_s=time.perf_counter() - t0,
         table=table,
         adaptivity={**adaptivity(sa_terms), "note": adaptivity_note(sa_terms)},
+        attention=attention,
     )
 
 

@@ -150,7 +150,7 @@ def test_against_brute_force(kw):
     for name, want in ref.items():
         assert rep.bounds[name].value == pytest.approx(want, rel=1e-9), name
     assert rep.bounds["edelman_seq_len"].value == pytest.approx(rep.bounds["edelman"].value * math.sqrt(math.log(512)), rel=1e-12)
-    assert rep.not_evaluated == []
+    assert [d["bound"] for d in rep.not_evaluated] == ["attention_effective_rank"]  # a data-side measure: needs text
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(H=4, Hkv=2, seed=5)])
@@ -183,7 +183,7 @@ def test_init_equal_to_the_model_gives_zero_distances_and_explicit_notes():
     assert all(float(ms.values.abs().max()) == 0.0 and ms.norm_21 == 0.0 for *_, ms in ds.matrices())
     rep = specbound.analyze(tw, init=tw)
     skipped = {d["bound"]: d["reason"] for d in rep.not_evaluated}
-    assert set(skipped) == {"bartlett_spectral", "neyshabur_pac_bayes", "edelman_seq_len"}
+    assert set(skipped) == {"bartlett_spectral", "neyshabur_pac_bayes", "edelman_seq_len", "attention_effective_rank"}
     assert "zero" in skipped["bartlett_spectral"] and "zero" in skipped["neyshabur_pac_bayes"]
     doc = json.loads(report_json(rep))  # allow_nan=False: no NaN/inf anywhere
     assert {d["bound"] for d in doc["bounds_not_evaluated"]} == set(skipped)
@@ -292,7 +292,9 @@ def test_seq_len_is_needed_explicitly_and_skipped_with_a_note_otherwise():
     tw = make_model()
     rep = specbound.analyze(tw)
     assert "edelman_seq_len" not in rep.bounds
-    assert rep.not_evaluated == [{"bound": "edelman_seq_len", "reason": "needs the sequence length T (--seq-len / seq_len=)"}]
+    assert rep.not_evaluated[0] == {"bound": "edelman_seq_len", "reason": "needs the sequence length T (--seq-len / seq_len=)"}
+    assert [d["bound"] for d in rep.not_evaluated] == ["edelman_seq_len", "attention_effective_rank"]
+    assert "--text" in rep.not_evaluated[1]["reason"]
     with pytest.raises(InputError, match="edelman_seq_len.*sequence length"):
         specbound.analyze(tw, bounds="edelman_seq_len")
     for bad in (1, 0, 2.5, True):

@@ -71,7 +71,7 @@ def test_analyze_with_user_bound_seq_len_and_init(registry, tmp_path):
     assert doc["bounds"]["user_head_count"]["value"] == pytest.approx(8.0)  # L = 2, H = 4
     assert doc["bounds"]["edelman_seq_len"]["params"]["seq_len"] == 128
     assert doc["options"]["seq_len"] == 128 and doc["options"]["init"] == str(b)
-    assert doc["bounds_not_evaluated"] == []
+    assert [d["bound"] for d in doc["bounds_not_evaluated"]] == ["attention_effective_rank"]  # no --text
     assert "user_head_count" in pd.read_csv(out / "bounds.csv")["bound"].tolist()
 
 
@@ -81,7 +81,7 @@ def test_analyze_init_itself_and_missing_seq_len_are_listed_not_silent(tmp_path)
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     skipped = {d["bound"] for d in doc["bounds_not_evaluated"]}
-    assert skipped == {"edelman_seq_len", "bartlett_spectral", "neyshabur_pac_bayes"}
+    assert skipped == {"edelman_seq_len", "bartlett_spectral", "neyshabur_pac_bayes", "attention_effective_rank"}
     assert "not evaluated" in res.stdout and "edelman_seq_len" in res.stdout
 
 

@@ -59,6 +59,14 @@ def analyze(
         None, "--ray-address", help="Several SOURCEs: run on the Ray cluster at ADDRESS "
         "(auto or HOST:PORT); implies --ray."
     ),
+    # -- the data side (bounds.md §8; `specbound attention` has every option) ------------------
+    text: Optional[Path] = typer.Option(
+        None, "--text", help="Add the data side: attention on this text (one sequence per line); "
+        "tables in --out/attention/, the measure attention_effective_rank among the families."
+    ),
+    token_ids: Optional[Path] = typer.Option(
+        None, "--token-ids", help="Add the data side on pre-tokenised ids (JSON list of lists)."
+    ),
 ) -> None:
     """Spectra, per-matrix measures and bound proxies of one checkpoint."""
     check_analysis_options(dtype=dtype, device=device, ff_method=ff_method, grid_m=grid_m, l_phi=l_phi, jobs=jobs,
@@ -70,6 +78,8 @@ def analyze(
         max_memory=parse_size("--max-memory", max_memory),
     )
     sources = list(source or [])
+    data_side = _data_side_options(text, token_ids, len(sources))
+    options.update(data_side)
     if len(sources) > 1:
         if json_file is not None or csv_file is not None:
             fail("--json/--csv take one checkpoint; with several SOURCEs every report is in --out/<name>/.", USAGE)
@@ -83,9 +93,26 @@ def analyze(
             report = run(sources[0] if sources else None, progress=update, **options)
         with progress_bar("writing report") as update:
             written = write_report(report, out_dir, json_path=json_file, csv_path=csv_file, plots=plots)
+            if report.attention is not None:
+                written += report.attention.write(out_dir / "attention", plots=plots)
     except SpecboundError as e:
         fail(str(e), BAD_INPUT)
     print_summary(report, written, out_dir)
+    if report.attention is not None:
+        from specbound.cli.attention import print_attention_summary
+
+        print_attention_summary(report.attention)
+
+
+def _data_side_options(text: Path | None, token_ids: Path | None, n_sources: int) -> dict[str, Any]:
+    """``analyze``'s keywords for the data side (``--text`` / ``--token-ids``), checked."""
+    if text is None and token_ids is None:
+        return {}
+    if text is not None and token_ids is not None:
+        fail("--text and --token-ids exclude each other: pass one.", USAGE)
+    if n_sources > 1:
+        fail("--text/--token-ids take one checkpoint (use `specbound attention` per checkpoint).", USAGE)
+    return {"texts": text} if text is not None else {"token_ids": token_ids}
 
 
 def _analyze_many(sources: list[str], out_dir: Path, *, jobs: int, ray_address: str | None, plots: bool,

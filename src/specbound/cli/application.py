@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from specbound.cli import analyze, bounds, version
+from specbound.cli import analyze, attention, bounds, version
 from specbound.cli.console import BAD_INPUT, error_line
 from specbound.cli.experiment import correlation, infinite_width, scaling, sparse_majority
 from specbound.errors import SpecboundError
@@ -26,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("analyze")(analyze.analyze)
+app.command("attention")(attention.attention)
 app.command("version")(version.version)
 app.command("bounds")(bounds.bounds_cmd)
 app.command("compare")(bounds.compare_cmd)

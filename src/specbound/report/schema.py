@@ -98,6 +98,9 @@ class Report:
     elapsed_s: float = 0.0
     table: "MatrixTable | None" = field(default=None, repr=False)
     adaptivity: dict[str, Any] = field(default_factory=dict)
+    #: the data side (bounds.md §8) when ``analyze`` got texts or token ids: a
+    #: :class:`specbound.data.AttentionResult` (heads, layers, sequences tables), else ``None``
+    attention: Any = field(default=None, repr=False)
 
     def spectra(self, layer: int, head: int, kind: str) -> np.ndarray:
         """All ``min(rows, cols)`` singular values of one matrix, descending (exact zeros included)."""
@@ -137,7 +140,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (README, "Output schema"); NA values become ``null``."""
         rows = self.matrices.astype(object).where(self.matrices.notna(), None).to_dict("records")
-        return {
+        doc = {
             "schema": "specbound.report/1",
             "model": self.model.to_dict(),
             "options": dict(self.options),
@@ -149,6 +152,9 @@ class Report:
             "bounds_not_evaluated": list(self.not_evaluated),
             "adaptivity": dict(self.adaptivity),
         }
+        if self.attention is not None:  # only with the data side: the weight report is unchanged
+            doc["attention"] = self.attention.to_dict()
+        return doc
 
     def summary(self) -> pd.DataFrame:
         """One row per bound: value, log10 value, status."""
