@@ -24,6 +24,7 @@ MATRIX_COLUMNS = [
     "layer", "head", "kind", "rows", "cols", "rank", "spectral_norm", "frobenius", "nuclear",
     "stable_rank", "effective_rank", "norm_21", "p_star", "term", "term_p0", "gamma", "alpha",
     "log10_term", "log10_term_p0", "log10_gamma", "log10_alpha", "log10_c_break", "log10_scale_margin", "method",
+    "tensors",
 ]
 KEY = ["layer", "head", "kind"]
 
