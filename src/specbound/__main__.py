@@ -1,0 +1,5 @@
+"""``python -m specbound``: the ``specbound`` command."""
+
+from specbound.cli.application import main
+
+main()
