@@ -1,5 +1,9 @@
-"""``python -m specbound``: the ``specbound`` command."""
+"""``python -m specbound``: the ``specbound`` command (the same as ``python -m specbound.cli``).
 
-from specbound.cli.application import main
+An entry point, not library code: it runs the CLI package's ``__main__`` by name (``runpy``), so
+that no library module imports the CLI (tests/test_import_graph.py).
+"""
 
-main()
+import runpy
+
+runpy.run_module("specbound.cli", run_name="__main__", alter_sys=True)

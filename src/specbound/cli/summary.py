@@ -106,10 +106,10 @@ def print_summary(report: Any, written: list[Path], out_dir: Path | None, *, htm
         if p.name == "report.html" and out_dir is not None and p.parent == out_dir:
             page = p
         elif out_dir is None or p.parent != out_dir:
-            c.print(f"Wrote {escape(str(p))}", highlight=False)
+            c.print(f"Wrote {escape(str(p))}", highlight=False, soft_wrap=True)
     if out_dir is not None:
-        c.print(f"Report folder: [bold]{escape(str(out_dir))}[/] (report.json, CSV tables"
-                + (", plots)" if any(p.suffix == ".png" for p in written) else ")"), highlight=False)
+        c.print(f"Report written to [bold]{escape(str(out_dir))}[/] (report.json, CSV tables"
+                + (", plots)" if any(p.suffix == ".png" for p in written) else ")"), highlight=False, soft_wrap=True)
     shown = page or html_file
     if shown is not None:
         c.print(f"Open the report: [bold]{escape(str(Path(shown).resolve()))}[/]", highlight=False, soft_wrap=True)
