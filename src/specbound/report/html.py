@@ -168,6 +168,8 @@ img{max-width:100%;height:auto;border:1px solid var(--line);margin:6px 0}
 .note{border-left:4px solid var(--warn);background:#fff8ec;padding:6px 10px;margin:8px 0}
 .note.ok{border-color:var(--ok);background:#f1f8f1}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:6px 0}dt{color:var(--mute)}dd{margin:0}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:0 32px}
+h3{font-size:14px;margin:12px 0 4px}.cards>div{min-width:0}dd{overflow-wrap:anywhere}
 .muted{color:var(--mute)}footer{margin-top:32px;color:var(--mute);font-size:12px}
 """
 

@@ -48,15 +48,15 @@ def _model_card(ctx: PageContext) -> str:
             ("H_kv (key/value heads)", m.n_kv_heads), ("d_h (head size)", m.d_head), ("d_ff", m.d_ff),
             ("activation", m.activation), ("matrices analysed", len(r.matrices)),
             ("time", f"{r.elapsed_s:.2f} s")]
-    out = [definition_list(arch)]
+    opts = [(k, v) for k, v in r.options.items() if k not in ("bounds",)]
+    out = ['<div class="cards"><div><h3>Architecture</h3>' + definition_list(arch) + "</div>",
+           "<div><h3>Options</h3>" + definition_list((k, _short(v)) for k, v in opts) + "</div>",
+           "<div><h3>Versions</h3>" + definition_list(r.versions.items()) + "</div></div>"]
     for n in run_notes(r):
         out.append(f'<p class="note">{esc(n)}</p>')
     if m.notes:
         out.append("<h3>Assumptions of the bound this model does not meet</h3>")
         out.append(table(["code", "note"], [(n.code, n.message) for n in m.notes]))
-    opts = [(k, v) for k, v in r.options.items() if k not in ("bounds",)]
-    out.append("<h3>Options</h3>" + definition_list((k, _short(v)) for k, v in opts))
-    out.append("<h3>Versions</h3>" + definition_list(r.versions.items()))
     return "".join(out)
 
 
