@@ -64,7 +64,7 @@ def print_summary(report: Any, written: list[Path], out_dir: Path | None, *, htm
     c.print(f"source: {escape(str(m.source))}", highlight=False, soft_wrap=True)
     for n in run_notes(report):
         c.print(f"[cyan]{escape(n)}[/]", highlight=False)
-    t = _table(c, "Bound families (proxies and measures, not calibrated bounds)",
+    t = _table(c, "Bound families (not calibrated bounds)",
                ["family", "value", "log10", "status"], {"value", "log10"})
     for name, b in report.bounds.items():
         t.add_row(name, _fmt(b.value, b.log10_value), f"{b.log10_value:.4f}", b.status)
