@@ -12,6 +12,7 @@ reads (``bounds.md`` §3–§6): one row per analysed matrix, keyed by ``(layer,
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -155,7 +156,7 @@ def ln_gammas(spectra: "ModelSpectra") -> dict[str, np.ndarray]:
 TABLE_COLUMNS = [
     "layer", "head", "kind", "rows", "cols", "r", "rank", "spectral_norm", "frobenius", "nuclear",
     "stable_rank", "effective_rank", "norm_21", "ln_spec", "ln_fro2", "ln_21", "ln_d_spec",
-    "ln_d_fro2", "ln_d_21", "ln_l11", "ln_gamma", "ln_alpha", "method", "approximate",
+    "ln_d_fro2", "ln_d_21", "ln_l11", "ln_gamma", "ln_alpha", "method", "approximate", "tensors",
 ]
 KEY = ["layer", "head", "kind"]
 
@@ -186,6 +187,8 @@ class MatrixTable:
                                + ln ‖W_O[h]‖_{1,1}``; M: ``ln ‖M‖_{1,1}`` (NaN without weight norms)
     ``ln_gamma``, ``ln_alpha`` ``ln γ*(A)`` and ``ln α[ℓ]`` of §4 (α with the given ``L_φ``)
     ``method``, ``approximate`` how the spectrum was obtained; whether it is an estimate
+    ``tensors``                the stored tensors (and head slices) the matrix was formed from
+                               (:func:`tensor_label`)
     ========================= ===================================================================
 
     :attr:`links` is this project's layer chain (``bounds.md`` §6), read by the product-type
@@ -232,6 +235,8 @@ class MatrixTable:
                 "ln_alpha": float(la[layer]),
                 "method": ms.method,
                 "approximate": ms.approximate,
+                "tensors": tensor_label(spectra.layers[layer].names, kind, head, int(g[head]) if head >= 0 else -1,
+                                        spectra.info.d_head, spectra.info.d_model),
             }
             if reference is not None:
                 d = reference.matrix(layer, head, kind)
@@ -295,3 +300,57 @@ def _ln_l11(wn, kind: str, head: int, g: np.ndarray) -> float:  # type: ignore[n
     if kind == "OV":
         return float(safe_log(wn.heads["W_V"][g[head]]) + safe_log(wn.heads["W_O"][head]))
     return float(safe_log(wn.totals[kind]))
+
+
+#: Joins the factors of a product (``QK = W_Q W_Kᵀ``, ``OV = W_V W_O``) in :func:`tensor_label`;
+#: the tensors of one concatenated matrix (a gated ``M_in``) keep ``NAME_SEPARATOR`` (`` | ``).
+PRODUCT_SEPARATOR = " · "
+_TAIL_SLICE = re.compile(r"^(?P<name>.*?)\[:, *(?P<a>[^:\]]*):(?P<b>[^\]]*)\]$")
+
+
+def _offset(expr: str, n: int) -> int:
+    """``""`` → 0, ``"N"`` → n, ``"2N"`` → 2n, ``"64"`` → 64 (the adapters' column slices)."""
+    expr = expr.strip()
+    if not expr:
+        return 0
+    if expr.endswith("N"):
+        return int(expr[:-1] or 1) * n
+    return int(expr)
+
+
+def _head_slice(name: str, head: int, d_head: int, n: int, *, output: bool, conv1d: bool) -> str:
+    """``name`` restricted to one head's ``d_h`` rows/columns, in the stored tensor's indices."""
+    a, b = head * d_head, (head + 1) * d_head
+    m = _TAIL_SLICE.match(name)
+    if m is not None:  # a column block of a fused tensor (GPT-2's c_attn): offset inside it
+        off = _offset(m["a"], n)
+        return f"{m['name']}[:, {off + a}:{off + b}]"
+    if output:  # W_O: nn.Linear [N, H·d_h] → columns; Conv1D [H·d_h, N] → rows
+        return f"{name}[{a}:{b}]" if conv1d else f"{name}[:, {a}:{b}]"
+    return f"{name}[:, {a}:{b}]" if conv1d else f"{name}[{a}:{b}]"
+
+
+def tensor_label(names: dict[str, str], kind: str, head: int, kv_head: int, d_head: int, n: int) -> str:
+    """The stored tensors one matrix was formed from, as the adapters name them (``names``:
+    :attr:`LayerSpectra.names`), with the head's slice in the stored tensor's own indices:
+    QK ``W_Q[h] · W_K[g(h)]``, OV ``W_V[g(h)] · W_O[h]``, ``M_in`` / ``M_out`` the tensor(s) as
+    named (a gated ``M_in``: ``gate | up``). E.g. BERT layer 0 head 0 (``d_h`` = 32):
+    ``encoder.layer.0.attention.self.query.weight[0:32] · encoder.layer.0.attention.self.key.weight[0:32]``.
+
+    The layout is read from the names: a Q/K/V name ending in a column slice ``[:, a:b]`` (GPT-2's
+    fused ``c_attn``, a ``conv1d`` mapping) is a ``Conv1D`` layer (``[in, out]``); otherwise
+    ``nn.Linear`` (``[out, in]``). Empty when the names are unknown.
+    """
+    def get(key: str) -> str:
+        return names.get(key, "").removesuffix(" - reference")
+
+    if kind in ("M_in", "M_out"):
+        return get(kind)
+    conv1d = _TAIL_SLICE.match(get("W_Q")) is not None
+    if kind == "QK":
+        parts = [(get("W_Q"), head, False), (get("W_K"), kv_head, False)]
+    else:
+        parts = [(get("W_V"), kv_head, False), (get("W_O"), head, True)]
+    if not all(p[0] for p in parts):
+        return ""
+    return PRODUCT_SEPARATOR.join(_head_slice(nm, h, d_head, n, output=o, conv1d=conv1d) for nm, h, o in parts)

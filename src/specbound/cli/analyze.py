@@ -23,9 +23,12 @@ def analyze(
         "Default: the packaged all-MiniLM-L6-v2. Several: one report per checkpoint in a "
         "subfolder of --out and --out/combined.csv (see --jobs, --ray, --ray-address)."
     ),
-    out_dir: Path = typer.Option(Path("specbound-report"), "--out", help="Report folder (JSON, CSV, plots)."),
+    out_dir: Path = typer.Option(Path("specbound-report"), "--out", help="Report folder (report.html, JSON, CSV, plots)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the JSON report here."),
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the per-matrix table here."),
+    html_file: Optional[Path] = typer.Option(
+        None, "--html", help="Also write the self-contained HTML page here (every --out folder has report.html)."
+    ),
     config: Optional[Path] = typer.Option(None, "--config", help="config.json to use instead of the checkpoint's."),
     mapping: Optional[Path] = typer.Option(None, "--mapping", help="JSON name mapping for custom models."),
     bounds: str = typer.Option("all", "--bounds", help="Comma-separated bound families, or 'all'."),
@@ -37,7 +40,10 @@ def analyze(
     ),
     grid_m: Optional[int] = typer.Option(None, "--grid-m", help="Schatten grid resolution m (default ceil(L + ln N))."),
     ff_method: str = typer.Option("auto", "--ff-method", help="Feed-forward spectra: auto, gram or svd."),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
+    plots: bool = typer.Option(
+        True, "--plots/--no-plots", help="Draw the plots (PNG files, embedded in report.html); --no-plots "
+        "removes old plots from --out."
+    ),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Sequence length T for families with a log T factor."),
     init: Optional[str] = typer.Option(None, "--init", help="Reference checkpoint (same architecture): distances A - A_0."),
     cache: Optional[Path] = typer.Option(
@@ -81,23 +87,25 @@ def analyze(
     data_side = _data_side_options(text, token_ids, len(sources))
     options.update(data_side)
     if len(sources) > 1:
-        if json_file is not None or csv_file is not None:
-            fail("--json/--csv take one checkpoint; with several SOURCEs every report is in --out/<name>/.", USAGE)
+        if json_file is not None or csv_file is not None or html_file is not None:
+            fail("--json/--csv/--html take one checkpoint; with several SOURCEs every report is in --out/<name>/.", USAGE)
         _analyze_many(sources, out_dir, jobs=jobs, ray_address=target, plots=plots, **options)
         return
     from specbound.analysis import analyze as run  # torch, pandas: imported once the options are known good
-    from specbound.report import write_report
+    from specbound.report import stale_plots, write_report
 
     try:
         with progress_bar("analysing layers") as update:
             report = run(sources[0] if sources else None, progress=update, **options)
+        removed = [] if plots or not out_dir.is_dir() else stale_plots(out_dir)
         with progress_bar("writing report") as update:
-            written = write_report(report, out_dir, json_path=json_file, csv_path=csv_file, plots=plots)
+            written = write_report(report, out_dir, json_path=json_file, csv_path=csv_file, html_path=html_file,
+                                   plots=plots)
             if report.attention is not None:
                 written += report.attention.write(out_dir / "attention", plots=plots)
     except SpecboundError as e:
         fail(str(e), BAD_INPUT)
-    print_summary(report, written, out_dir)
+    print_summary(report, written, out_dir, html_file=html_file, removed=removed)
     if report.attention is not None:
         from specbound.cli.attention import print_attention_summary
 

@@ -18,20 +18,64 @@ from specbound.errors import SpecboundError
 
 __all__ = ["app", "experiment_app", "main"]
 
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def _plain_flags() -> None:
+    """Help shows a boolean flag as ``--dense``, not ``--dense <bool>`` (typer's rich help prints
+    the type of every option, flags included; ``--dense true`` would then read ``true`` as SOURCE)."""
+    from typer.core import TyperArgument, TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_specbound_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: "typer.Context") -> str | None:  # type: ignore[name-defined]
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return original(self, ctx)
+
+    display_type_rich._specbound_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    del TyperArgument  # arguments keep their type
+
+
+_plain_flags()
+
 app = typer.Typer(
     name="specbound",
     help="Per-head spectra and generalisation-bound proxies of trained Transformers.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        version.version()
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the versions of specbound and its main dependencies and exit."),
+) -> None:
+    """Per-head spectra and generalisation-bound proxies of trained Transformers.
+
+    Start with `specbound analyze` (the packaged MiniLM by default); it writes a report folder
+    whose report.html opens in any browser.
+    """
 app.command("analyze")(analyze.analyze)
 app.command("attention")(attention.attention)
 app.command("version")(version.version)
 app.command("bounds")(bounds.bounds_cmd)
 app.command("compare")(bounds.compare_cmd)
 
-experiment_app = typer.Typer(help="Experiments E1-E4 (see the README).", no_args_is_help=True)
+experiment_app = typer.Typer(help="Experiments E1-E4 (see the README).", no_args_is_help=True,
+                             context_settings=CONTEXT)
 experiment_app.command("sparse-majority")(sparse_majority.sparse_majority)
 experiment_app.command("scaling", help=scaling.HELP)(scaling.scaling)
 experiment_app.command("correlation", help=correlation.HELP)(correlation.correlation)

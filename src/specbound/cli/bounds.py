@@ -121,7 +121,7 @@ def bounds_cmd(
 
 def compare_cmd(
     sources: list[str] = typer.Argument(..., help="Two or more checkpoints (folders, .safetensors, hub ids)."),
-    out_dir: Path = typer.Option(Path("specbound-compare"), "--out", help="Folder for compare.csv and compare.png."),
+    out_dir: Path = typer.Option(Path("specbound-compare"), "--out", help="Folder for compare.csv, compare.png and compare.html."),
     bounds: str = typer.Option("all", "--bounds", help="Comma-separated bound families, or 'all'."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Sequence length T (log T families)."),
     init: Optional[str] = typer.Option(None, "--init", help="Reference checkpoint for distance families (same architecture as every SOURCE)."),
@@ -129,8 +129,8 @@ def compare_cmd(
     dtype: str = typer.Option("float64", "--dtype", help="float64 or float32."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
-    """Several checkpoints side by side: a table of log10 values per family (printed and
-    compare.csv) and a bar chart (compare.png), e.g. a model and its fine-tuned version."""
+    """Several checkpoints side by side: log10 values per family (printed, compare.csv), a bar
+    chart (compare.png) and one self-contained page (compare.html)."""
     if len(sources) < 2:
         fail("compare needs at least two SOURCE checkpoints.", USAGE)
     check_analysis_options(dtype=dtype)  # --device and --l-phi: checked by the analysis (exit 1)
@@ -155,6 +155,10 @@ def compare_cmd(
     csv_path = out_dir / "compare.csv"
     table.to_csv(csv_path, index=False)
     png_path = plot_compare(table, labels, out_dir / "compare.png")
+    from specbound.report.compare import compare_page
+    from specbound.report.html import write_html
+
+    html_path = write_html(compare_page(reports, labels, table, png_path.read_bytes()), out_dir / "compare.html")
 
     t = Table(title="log10 value per family and checkpoint", title_justify="left")
     t.add_column("family")
@@ -169,4 +173,5 @@ def compare_cmd(
     for r, lab in zip(reports, labels):
         for ne in r.not_evaluated:
             out.print(f"[yellow]not evaluated[/] {escape(lab)}: {ne['bound']}: {escape(ne['reason'])}", highlight=False)
-    out.print(f"Wrote {csv_path} and {png_path}", highlight=False)
+    out.print(f"Wrote {csv_path} and {png_path}", highlight=False, soft_wrap=True)
+    out.print(f"Open the comparison: [bold]{escape(str(html_path.resolve()))}[/]", highlight=False, soft_wrap=True)

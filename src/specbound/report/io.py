@@ -33,6 +33,14 @@ def bounds_table(report: "Report") -> pd.DataFrame:
     )
 
 
+PLOT_FILES = ("p_star.png", "term_curves.png", "singular_values.png")
+
+
+def stale_plots(out_dir: str | os.PathLike) -> list[str]:
+    """The plot files in ``out_dir`` (a run without plots removes them: they would be another run's)."""
+    return [n for n in PLOT_FILES if (Path(out_dir) / n).is_file()]
+
+
 def _writable_parent(path: Path) -> Path:
     parent = path.parent if path.parent != Path("") else Path(".")
     if not parent.exists():
@@ -49,17 +57,31 @@ def write_report(
     *,
     json_path: str | os.PathLike | None = None,
     csv_path: str | os.PathLike | None = None,
+    html_path: str | os.PathLike | None = None,
     plots: bool = True,
 ) -> list[Path]:
     """Write the report; return the paths written.
 
-    ``out_dir`` receives ``report.json``, ``matrices.csv``, ``bounds.csv``, ``not_analysed.csv``
-    and the plots of :data:`~specbound.report.plots.PLOTS`; ``json_path`` / ``csv_path`` write
-    the JSON document / matrix table to those files as well.
+    ``out_dir`` receives ``report.json``, ``matrices.csv``, ``bounds.csv``, ``not_analysed.csv``,
+    ``report.html`` (one self-contained page, :mod:`specbound.report.html`) and, with ``plots``,
+    the plots of :data:`~specbound.report.plots.PLOTS` (the same PNGs are embedded in the page).
+    Without ``plots``, plot files an earlier run left in ``out_dir`` are removed, so that the
+    folder never holds another model's plots beside this report. ``json_path`` / ``csv_path`` /
+    ``html_path`` write the JSON document / matrix table / page to those files as well.
     """
     targets: list[tuple[Path, Path]] = []  # (staged file, final path)
     text = report_json(report)
     staging: list[Path] = []
+    pngs: dict[str, bytes] | None = None
+    page: str | None = None
+    if plots and (out_dir is not None or html_path is not None):
+        from specbound.report.plots import render_plots  # matplotlib: imported only when plotting
+
+        pngs = render_plots(report)
+    if out_dir is not None or html_path is not None:
+        from specbound.report.sections import report_page
+
+        page = report_page(report, pngs)
     try:
         if out_dir is not None:
             out = Path(out_dir)
@@ -74,13 +96,13 @@ def write_report(
             pd.DataFrame(report.not_analysed, columns=["tensor", "shape", "reason"]).to_csv(
                 stage / "not_analysed.csv", index=False
             )
-            if plots:
-                from specbound.report.plots import PLOTS  # matplotlib: imported only when plotting (~0.8 s)
-
-                for name, fn in PLOTS.items():
-                    fn(report, stage / name)
+            if pngs is not None:
+                for name, png in pngs.items():
+                    (stage / name).write_bytes(png)
+            assert page is not None
+            (stage / "report.html").write_text(page, encoding="utf-8")
             targets += [(f, out / f.name) for f in sorted(stage.iterdir())]
-        for path, writer in ((json_path, "json"), (csv_path, "csv")):
+        for path, writer in ((json_path, "json"), (csv_path, "csv"), (html_path, "html")):
             if path is None:
                 continue
             p = Path(path)
@@ -90,6 +112,8 @@ def write_report(
             staging.append(staged)
             if writer == "json":
                 staged.write_text(text)
+            elif writer == "html":
+                staged.write_text(page or "", encoding="utf-8")
             else:
                 report.matrices.to_csv(staged, index=False)
             targets.append((staged, p))
@@ -98,6 +122,9 @@ def write_report(
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, final)
             written.append(final)
+        if out_dir is not None and pngs is None:
+            for name in stale_plots(out_dir):
+                (Path(out_dir) / name).unlink()
         return written
     finally:
         for s in staging:

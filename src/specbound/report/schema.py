@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from specbound.spectra.spectrum import ERROR_COLUMNS, KINDS, ModelSpectra
 from specbound.weights.canonical import ModelInfo
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from specbound.measures import MatrixTable
 
 #: Columns of :attr:`Report.matrices`, in order (``ERROR_COLUMNS`` follow in approximate mode).
@@ -24,6 +27,7 @@ MATRIX_COLUMNS = [
     "layer", "head", "kind", "rows", "cols", "rank", "spectral_norm", "frobenius", "nuclear",
     "stable_rank", "effective_rank", "norm_21", "p_star", "term", "term_p0", "gamma", "alpha",
     "log10_term", "log10_term_p0", "log10_gamma", "log10_alpha", "log10_c_break", "log10_scale_margin", "method",
+    "tensors",
 ]
 KEY = ["layer", "head", "kind"]
 
@@ -73,7 +77,7 @@ def matrix_columns(table: "MatrixTable", sa_terms: pd.DataFrame, spectra: ModelS
     return df[columns]
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
     """What :func:`~specbound.analysis.analyze` returns.
 
@@ -155,6 +159,54 @@ class Report:
         if self.attention is not None:  # only with the data side: the weight report is unchanged
             doc["attention"] = self.attention.to_dict()
         return doc
+
+    def __repr__(self) -> str:
+        """Short: the model, L/N/H, B_SA, B_E and the adaptivity note (not the dataclass dump)."""
+        m = self.model
+        from specbound.report.tables import model_label
+
+        parts = [f"<specbound Report: {model_label(self)} ({m.model_type}) L={m.n_layers} N={m.d_model} "
+                 f"H={m.n_heads}, {len(self.matrices)} matrices"]
+        for name, short in (("spectrum_adaptive", "B_SA"), ("edelman", "B_E")):
+            b = self.bounds.get(name)
+            if b is not None:
+                value = f"{b.value:.4g}" if b.value is not None else "overflow"
+                parts.append(f"  {short} = {value} (log10 {b.log10_value:.3f}, {b.status})")
+        a = self.adaptivity
+        if a.get("adaptivity"):
+            med = a.get("median_log10_scale_margin")
+            parts.append(f"  adaptivity: {a['adaptivity']} (p* = 0 for {100 * a['frac_p_star_zero']:.0f}% of the "
+                         "matrices" + (f", median scale margin {med:.2f} decades)" if med is not None else ")"))
+        return "\n".join(parts) + ">"
+
+    def _repr_html_(self) -> str:
+        """The notebook display: the model line, the bound families (with the adaptivity note) and
+        the per-layer table; :meth:`to_html` gives the whole page."""
+        from specbound.report.sections import report_snippet
+
+        return report_snippet(self)
+
+    def to_html(self, path: "str | os.PathLike[str] | None" = None, *, plots: bool = True) -> str:
+        """The self-contained ``report.html`` page as text; written to ``path`` too when given."""
+        from specbound.report.html import write_html
+        from specbound.report.sections import report_page
+
+        pngs = None
+        if plots:
+            from specbound.report.plots import render_plots
+
+            pngs = render_plots(self)
+        text = report_page(self, pngs)
+        if path is not None:
+            write_html(text, path)
+        return text
+
+    def save(self, out_dir: "str | os.PathLike[str]", *, plots: bool = True, **paths: Any) -> list["Path"]:
+        """Write the report folder (report.json, CSVs, report.html, plots): the same as
+        ``specbound analyze --out OUT_DIR``; see :func:`specbound.report.write_report`."""
+        from specbound.report.io import write_report
+
+        return write_report(self, out_dir, plots=plots, **paths)
 
     def summary(self) -> pd.DataFrame:
         """One row per bound: value, log10 value, status."""

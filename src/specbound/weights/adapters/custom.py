@@ -251,6 +251,9 @@ class MappingAdapter(Adapter):
         names = {"W_Q": q, "W_K": k, "W_V": v, "W_O": o, "M_out": m_out}
         full = {key: self.prefix + n for key, n in names.items()}
         full["M_in"] = NAME_SEPARATOR.join(self.prefix + n for n in m_in_names)
+        if s["layout"] == "conv1d":  # the head axis is the column axis: say so (measures.tensor_label)
+            for key, width in (("W_Q", H * dh), ("W_K", Hkv * dh), ("W_V", Hkv * dh)):
+                full[key] += f"[:, 0:{width}]"
         return LayerWeights(
             index=i,
             W_Q=split_columns(self._rowvec(q, (N, H * dh)), H, dh),
