@@ -32,12 +32,13 @@ _EXPORTS = {
     "ModelInfo": "specbound.weights.canonical",
     "Note": "specbound.weights.canonical",
     "TransformerWeights": "specbound.weights.canonical",
+    "Tracker": "specbound.integrations.tracker",
 }
 
 #: subpackages reachable as attributes after a bare ``import specbound`` (as when they were
 #: imported eagerly)
 _SUBMODULES = {
-    "analysis", "bounds", "cli", "errors", "experiments", "measures", "parallel",
+    "analysis", "bounds", "cli", "errors", "experiments", "integrations", "measures", "parallel",
     "report", "spectra", "weights",
 }
 
@@ -51,6 +52,7 @@ __all__ = [
     "Note",
     "Report",
     "SpecboundError",
+    "Tracker",
     "TransformerWeights",
     "analyze",
     "available_bounds",
@@ -79,5 +81,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from specbound.analysis import Report, analyze
     from specbound.bounds import Bound, BoundParams, BoundResult, available_bounds, register_bound
     from specbound.errors import InputError, SpecboundError
+    from specbound.integrations.tracker import Tracker
     from specbound.weights.adapters import open_weights
     from specbound.weights.canonical import LayerWeights, ModelInfo, Note, TransformerWeights

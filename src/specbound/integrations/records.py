@@ -1,0 +1,137 @@
+"""What one tracking update records, read from the :class:`~specbound.report.schema.Report` of
+``analyze`` (nothing recomputed here), and the two tables it goes to.
+
+``track.csv`` (:data:`TRACK_FILE`): one row per update. Columns, in order: ``step``, ``epoch``,
+the trainer's metrics as it names them (``loss``, ``eval_loss``, ``learning_rate``, … the
+latest values it reported), then
+
+========================================= ==================================================
+``log10_<family>``                         log10 value of every evaluated family
+``frac_p_star_zero``                       fraction of all matrices whose p* is 0 (bounds.md §4)
+``median_log10_margin``                    median over matrices of ``Report.matrices``'
+                                           ``log10_margin`` column, when the library provides it
+``mean_stable_rank_<kind>``                mean stable rank of the QK, OV, M_in, M_out matrices
+``mean_effective_rank_<kind>``             mean effective rank (Roy & Vetterli) per kind
+``update_s``                               wall time of the update (spectra, bounds, tables)
+``blocks_computed``, ``blocks_reused``     blocks (4 per layer) computed / taken from memory
+========================================= ==================================================
+
+``track_layers.csv`` (:data:`LAYERS_FILE`): one row per (update, layer, kind): ``step``,
+``epoch``, ``layer``, ``kind``, ``sigma1`` (σ1, the largest over the heads for QK and OV),
+``mean_stable_rank``, ``mean_effective_rank``, ``frac_p_star_zero``.
+
+Both are rewritten after every update through a temporary file in the same folder and
+``os.replace``, so a reader (or a killed run) never sees a half-written table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from specbound.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from specbound.report.schema import Report
+
+__all__ = [
+    "KINDS", "LAYERS_FILE", "LAYER_COLUMNS", "MARGIN_COLUMN", "SCALAR_PREFIX", "TRACK_FILE", "layer_rows",
+    "read_table", "scalars_of", "summary_row", "write_table",
+]
+
+TRACK_FILE = "track.csv"
+LAYERS_FILE = "track_layers.csv"
+KINDS = ("QK", "OV", "M_in", "M_out")
+#: The per-matrix column of ``Report.matrices`` whose median is ``median_log10_margin``: the margin
+#: ``log10_scale − log10_c_break`` of bounds.md §4 ("When adaptivity is inactive"). The library
+#: does not compute it yet; the column appears in track.csv once ``Report.matrices`` carries it.
+MARGIN_COLUMN = "log10_margin"
+LAYER_COLUMNS = ["step", "epoch", "layer", "kind", "sigma1", "mean_stable_rank", "mean_effective_rank",
+                 "frac_p_star_zero"]
+#: Prefix of the scalars handed to the trainer's loggers (TensorBoard groups them under it).
+SCALAR_PREFIX = "specbound/"
+
+
+def _float(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def summary_row(report: "Report") -> dict[str, float]:
+    """The bound values and the whole-model figures of one update (module docstring)."""
+    m = report.matrices
+    row: dict[str, float] = {f"log10_{name}": float(b.log10_value) for name, b in report.bounds.items()}
+    p_star = m["p_star"].astype("float64")
+    row["frac_p_star_zero"] = float((p_star == 0).mean())
+    if MARGIN_COLUMN in m.columns:
+        row["median_" + MARGIN_COLUMN] = float(m[MARGIN_COLUMN].astype("float64").median())
+    for stat in ("stable_rank", "effective_rank"):
+        means = m.groupby("kind", sort=False)[stat].mean()
+        for kind in KINDS:
+            row[f"mean_{stat}_{kind}"] = float(means.get(kind, math.nan))
+    return row
+
+
+def layer_rows(report: "Report") -> list[dict[str, Any]]:
+    """One row per (layer, kind) of the update (without ``step``/``epoch``): σ1 (largest over the
+    heads), mean stable and effective rank, fraction of p* = 0."""
+    m = report.matrices[["layer", "kind", "spectral_norm", "stable_rank", "effective_rank", "p_star"]].copy()
+    m["p0"] = m["p_star"].astype("float64") == 0
+    g = m.groupby(["layer", "kind"], sort=False).agg(
+        sigma1=("spectral_norm", "max"), mean_stable_rank=("stable_rank", "mean"),
+        mean_effective_rank=("effective_rank", "mean"), frac_p_star_zero=("p0", "mean"),
+    )
+    order = {k: i for i, k in enumerate(KINDS)}
+    rows = [
+        {"layer": int(layer), "kind": kind, **{c: _float(v) for c, v in vals.items()}}
+        for (layer, kind), vals in g.to_dict("index").items()
+    ]
+    rows.sort(key=lambda r: (r["layer"], order.get(r["kind"], len(order))))
+    return rows
+
+
+def scalars_of(row: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, float]:
+    """The scalars for the trainer's loggers: the summary figures and every layer's σ1, named
+    ``specbound/<column>`` and ``specbound/sigma1_<kind>_layer<ℓ>``."""
+    skip = {"step", "epoch", "update_s", "blocks_computed", "blocks_reused"}
+    out = {SCALAR_PREFIX + k: float(v) for k, v in row.items() if k not in skip and k.startswith(_OWN)}
+    for r in layers:
+        out[f"{SCALAR_PREFIX}sigma1_{r['kind']}_layer{r['layer']}"] = float(r["sigma1"])
+    return out
+
+
+_OWN = ("log10_", "frac_p_star_zero", "median_", "mean_stable_rank_", "mean_effective_rank_")
+
+
+def write_table(rows: list[dict[str, Any]], path: Path, columns: list[str] | None = None) -> None:
+    """Write ``rows`` as CSV at ``path`` atomically (temporary file in the same folder + rename)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=columns) if columns is not None else pd.DataFrame(rows)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                df.to_csv(f, index=False)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write the tracking table ({e.strerror}).") from None
+
+
+def read_table(path: Path) -> "pd.DataFrame | None":
+    """A table written by :func:`write_table` (floats read back exactly), ``None`` if absent."""
+    import pandas as pd
+
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, float_precision="round_trip")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read the tracking table ({e}).") from None
