@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from specbound.cli import analyze, bounds, version
+from specbound.cli import analyze, bounds, track, version
 from specbound.cli.console import BAD_INPUT, error_line
 from specbound.cli.experiment import correlation, scaling, sparse_majority
 from specbound.errors import SpecboundError
@@ -29,6 +29,7 @@ app.command("analyze")(analyze.analyze)
 app.command("version")(version.version)
 app.command("bounds")(bounds.bounds_cmd)
 app.command("compare")(bounds.compare_cmd)
+app.command("track-plot")(track.track_plot)
 
 experiment_app = typer.Typer(help="Experiments E1-E3 (see the README).", no_args_is_help=True)
 experiment_app.command("sparse-majority")(sparse_majority.sparse_majority)
