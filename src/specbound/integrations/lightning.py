@@ -9,7 +9,11 @@ After every optimizer step with ``trainer.global_step % every_n_steps == 0``
 (``on_train_batch_end``; once per step under gradient accumulation) it runs a
 :class:`~specbound.integrations.tracker.Tracker` update on the LightningModule, on global rank
 zero only, with the trainer's ``callback_metrics`` as the row's metrics, and hands the
-``specbound/…`` scalars to ``pl_module.log`` (so every logger the user configured gets them).
+``specbound/…`` scalars to every logger of the trainer (``trainer.loggers``: TensorBoard, W&B,
+CSV, … whatever the user configured), at the step Lightning logs that batch's own metrics at.
+Not through ``pl_module.log``: a value logged from a callback at some steps only stays in the
+epoch's results and is sent again at every later step of the epoch (Lightning 2.6), so a logger
+would show stale values between updates.
 At ``on_train_start`` the tables are rewound to the starting ``global_step`` (resume from a
 checkpoint appends without duplicating steps); at ``on_train_end`` the plots are written.
 
@@ -48,8 +52,8 @@ def _build() -> type:
         """Bounds during Lightning training (module docstring).
 
         ``every_n_steps``: update period in optimizer steps (≥ 1). ``out``: tracking folder.
-        ``plots``: write the plots at the end of training. ``log``: hand the scalars to
-        ``pl_module.log``. Other keywords go to :class:`~specbound.integrations.tracker.Tracker`.
+        ``plots``: write the plots at the end of training. ``log``: hand the scalars to the
+        trainer's loggers. Other keywords go to :class:`~specbound.integrations.tracker.Tracker`.
         """
 
         def __init__(self, every_n_steps: int = 500, out: str | Path = "specbound-track", *, plots: bool = True,
@@ -77,9 +81,13 @@ def _build() -> type:
                 epoch += (batch_idx + 1) / n_batches
             metrics = {k: v for k, v in trainer.callback_metrics.items() if not str(k).startswith("specbound/")}
             scalars = self.tracker.update(pl_module, step=step, epoch=epoch, metrics=metrics)
-            if self.log:
-                for name, value in scalars.items():
-                    pl_module.log(name, value, on_step=True, on_epoch=False, logger=True, rank_zero_only=True)
+            if self.log and scalars:
+                # straight to the loggers, as Lightning's LearningRateMonitor does, at the step
+                # Lightning gives this batch's own metrics: values put into pl_module.log from a
+                # callback stay in the epoch's results and are re-sent at every later step
+                at = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "_batches_that_stepped", step)
+                for logger in trainer.loggers:
+                    logger.log_metrics(scalars, step=int(at))
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             if trainer.is_global_zero:

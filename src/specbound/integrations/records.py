@@ -126,12 +126,12 @@ def write_table(rows: list[dict[str, Any]], path: Path, columns: list[str] | Non
 
 
 def read_table(path: Path) -> "pd.DataFrame | None":
-    """A table written by :func:`write_table` (floats read back exactly), ``None`` if absent."""
+    """A table written by :func:`write_table` (pandas reads floats back exactly), ``None`` if absent."""
     import pandas as pd
 
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, float_precision="round_trip")
+        return pd.read_csv(path)
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read the tracking table ({e}).") from None

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from specbound.report.schema import Report
 
-__all__ = ["Tracker", "check_every_n_steps", "is_main_process"]
+__all__ = ["Tracker", "check_every_n_steps", "is_main_process", "resolve_module"]
 
 
 def check_every_n_steps(every_n_steps: Any) -> int:
@@ -79,6 +79,38 @@ def _model_device(model: Any) -> "torch.device":
     return torch.device("cpu")
 
 
+def _unwrap(model: Any) -> Any:
+    """The module inside a DDP/FSDP/DataParallel wrapper (``.module``), else ``model``."""
+    while type(model).__name__ in _WRAPPERS and getattr(model, "module", None) is not None:
+        model = model.module
+    return model
+
+
+def _has_config(module: Any) -> bool:
+    cfg = getattr(module, "config", None)
+    return cfg is not None and hasattr(cfg, "to_dict") and hasattr(cfg, "model_type")
+
+
+def resolve_module(model: Any, submodule: str | None, explicit_config: bool) -> Any:
+    """The module to analyse: ``model.<submodule>`` when given (a dotted attribute path); else
+    ``model`` itself when it carries a ``transformers`` config (or a config/mapping was given);
+    else its first submodule that carries one (a LightningModule wrapping a HF model)."""
+    model = _unwrap(model)
+    if submodule is not None:
+        target = model
+        for part in submodule.split("."):
+            if not hasattr(target, part):
+                raise InputError(f"submodule {submodule!r}: {type(model).__name__} has no attribute path {submodule}.")
+            target = getattr(target, part)
+        return _unwrap(target)
+    if explicit_config or _has_config(model) or not hasattr(model, "named_modules"):
+        return model
+    for _, sub in model.named_modules():
+        if _has_config(sub):
+            return sub
+    return model
+
+
 def _metric_values(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     """The numeric entries of ``metrics`` as floats (tensors of one element included)."""
     out: dict[str, float] = {}
@@ -102,7 +134,9 @@ class Tracker:
     in memory only. ``bounds``: family names (a list or a comma-separated string), ``None`` or
     ``"all"`` for every family that applies. ``l_phi``, ``grid_m``, ``seq_len``, ``dtype``,
     ``ff_method``, ``dense``, ``config``, ``mapping``: as in :func:`specbound.analyze`.
-    ``device``: where the spectra are computed; ``None`` (default) is the model's own device, so a
+    ``submodule``: the attribute path of the Transformer inside ``model`` (``"net"``); by default
+    ``model`` itself, or its first submodule carrying a ``transformers`` config (a LightningModule
+    holding a HF model), inside any DDP/FSDP wrapper. ``device``: where the spectra are computed; ``None`` (default) is the model's own device, so a
     CUDA run stays on the GPU. ``reuse``: keep spectra in memory between updates and recompute
     only the blocks whose tensors changed. ``enabled``: ``None`` means "only on the main process"
     (rank 0 of ``torch.distributed``, or a single process); a disabled tracker records nothing.
@@ -123,6 +157,7 @@ class Tracker:
         dense: bool = False,
         config: Any = None,
         mapping: Any = None,
+        submodule: str | None = None,
         reuse: bool = True,
         enabled: bool | None = None,
     ) -> None:
@@ -137,6 +172,9 @@ class Tracker:
         self.device = device
         self.l_phi, self.grid_m, self.seq_len = l_phi, grid_m, seq_len
         self.config, self.mapping = config, mapping
+        if submodule is not None and not (isinstance(submodule, str) and submodule):
+            raise InputError(f"submodule must be a dotted attribute name (e.g. 'net'), got {submodule!r}.")
+        self.submodule = submodule
         self.enabled = is_main_process() if enabled is None else bool(enabled)
         self.store: MemorySpectraCache | None = MemorySpectraCache() if reuse else None
         self.out = None if out is None else Path(out).expanduser()
@@ -219,7 +257,7 @@ class Tracker:
 
     def update(self, model: Any, *, step: int, epoch: float | None = None,
                metrics: Mapping[str, Any] | None = None) -> dict[str, float]:
-        """Analyse ``model`` (an ``nn.Module``; a DDP/FSDP wrapper's ``.module`` is used) at
+        """Analyse ``model`` (an ``nn.Module``; see ``submodule``) at
         ``step``, record a row (replacing an earlier row of the same step) and rewrite the tables.
         ``metrics``: the trainer's latest figures (``loss``, ``eval_loss``, …; numbers or
         one-element tensors). Returns the scalars for the trainer's loggers (``specbound/…``);
@@ -229,8 +267,7 @@ class Tracker:
         if not self.enabled:
             return {}
         t0 = time.perf_counter()
-        inner = getattr(model, "module", None)
-        report = self.analyze(inner if inner is not None and type(model).__name__ in _WRAPPERS else model)
+        report = self.analyze(resolve_module(model, self.submodule, self.config is not None or self.mapping is not None))
         head = {"step": step, "epoch": math.nan if epoch is None else float(epoch), **_metric_values(metrics)}
         row = {**head, **summary_row(report)}
         layers = [{"step": step, "epoch": head["epoch"], **r} for r in layer_rows(report)]
