@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from specbound.report.schema import Report
 
 __all__ = [
-    "KINDS", "LAYERS_FILE", "LAYER_COLUMNS", "MARGIN_COLUMN", "SCALAR_PREFIX", "TRACK_FILE", "layer_rows",
-    "read_table", "scalars_of", "summary_row", "write_table",
+    "KINDS", "LAYERS_FILE", "LAYER_COLUMNS", "MARGIN_COLUMN", "OWN_PREFIXES", "SCALAR_PREFIX", "TRACK_FILE",
+    "layer_rows", "read_table", "scalars_of", "summary_row", "track_columns", "write_table",
 ]
 
 TRACK_FILE = "track.csv"
@@ -94,17 +94,32 @@ def layer_rows(report: "Report") -> list[dict[str, Any]]:
     return rows
 
 
+#: Prefixes of the columns an update computes (the others, past step and epoch, are the trainer's).
+OWN_PREFIXES = ("log10_", "frac_p_star_zero", "median_", "mean_stable_rank_", "mean_effective_rank_",
+                "update_s", "blocks_")
+
+
+def track_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The columns of ``track.csv``: ``step``, ``epoch``, the trainer's metrics, then the update's
+    own figures, each group in first-seen order."""
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.update(dict.fromkeys(r))
+
+    def group(c: str) -> int:
+        return 0 if c in ("step", "epoch") else 2 if c.startswith(OWN_PREFIXES) else 1
+
+    return sorted(seen, key=group)
+
+
 def scalars_of(row: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, float]:
     """The scalars for the trainer's loggers: the summary figures and every layer's σ1, named
     ``specbound/<column>`` and ``specbound/sigma1_<kind>_layer<ℓ>``."""
     skip = {"step", "epoch", "update_s", "blocks_computed", "blocks_reused"}
-    out = {SCALAR_PREFIX + k: float(v) for k, v in row.items() if k not in skip and k.startswith(_OWN)}
+    out = {SCALAR_PREFIX + k: float(v) for k, v in row.items() if k not in skip and k.startswith(OWN_PREFIXES)}
     for r in layers:
         out[f"{SCALAR_PREFIX}sigma1_{r['kind']}_layer{r['layer']}"] = float(r["sigma1"])
     return out
-
-
-_OWN = ("log10_", "frac_p_star_zero", "median_", "mean_stable_rank_", "mean_effective_rank_")
 
 
 def write_table(rows: list[dict[str, Any]], path: Path, columns: list[str] | None = None) -> None:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from specbound.errors import InputError
 from specbound.integrations.memory import MemorySpectraCache
 from specbound.integrations.records import (
-    LAYER_COLUMNS, LAYERS_FILE, TRACK_FILE, layer_rows, read_table, scalars_of, summary_row, write_table,
+    LAYER_COLUMNS, LAYERS_FILE, OWN_PREFIXES, TRACK_FILE, layer_rows, read_table, scalars_of, summary_row,
+    track_columns, write_table,
 )
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ class Tracker:
     def _write(self) -> None:
         if self.out is None or not self.enabled:
             return
-        write_table(self._rows, self.out / TRACK_FILE)
+        write_table(self._rows, self.out / TRACK_FILE, columns=track_columns(self._rows))
         write_table(self._layers, self.out / LAYERS_FILE, columns=LAYER_COLUMNS)
 
     @property
@@ -217,7 +218,7 @@ class Tracker:
         """``track.csv`` as a DataFrame (one row per update)."""
         import pandas as pd
 
-        return pd.DataFrame(self._rows)
+        return pd.DataFrame(self._rows, columns=track_columns(self._rows))
 
     def layers_frame(self) -> "pd.DataFrame":
         """``track_layers.csv`` as a DataFrame (one row per update, layer and kind)."""
@@ -287,16 +288,12 @@ class Tracker:
     def set_metrics(self, step: int, metrics: Mapping[str, Any]) -> bool:
         """Merge ``metrics`` reported after the update of ``step`` (the trainer's loss and eval
         loss of that very step) into its row; ``False`` when no row has that step."""
-        values = _metric_values(metrics)
+        values = {k: v for k, v in _metric_values(metrics).items() if not k.startswith(OWN_PREFIXES)}
         if not self.enabled or not values:
             return False
         for r in self._rows:
             if int(r["step"]) == step:
-                own = {k: v for k, v in r.items() if k not in values}
-                head = {k: own.pop(k) for k in ("step", "epoch")}
-                keep = {k: own.pop(k) for k in list(own) if not k.startswith(_OWN_PREFIXES)}
-                r.clear()
-                r.update({**head, **keep, **values, **own})
+                r.update(values)
                 self._write()
                 return True
         return False
@@ -329,8 +326,6 @@ class Tracker:
 
 
 _WRAPPERS = {"DistributedDataParallel", "DataParallel", "FullyShardedDataParallel"}
-_OWN_PREFIXES = ("log10_", "frac_p_star_zero", "median_", "mean_stable_rank_", "mean_effective_rank_",
-                 "update_s", "blocks_")
 
 
 def _is_nan(v: Any) -> bool:
