@@ -1,7 +1,7 @@
 """The Hugging Face callback in a real ``transformers.Trainer`` run (tiny BERT, CPU, a few dozen
 steps): rows at exactly the expected steps, values equal to ``specbound.analyze`` of the
-checkpoint saved at that step, the scalars in the log history, reuse with frozen layers, and a
-run killed and resumed from its checkpoint giving one row per step."""
+checkpoint saved at that step, the scalars in the log history, reuse with a frozen layer (counted),
+and a run killed and resumed from its checkpoint giving one row per step."""
 
 from __future__ import annotations
 
@@ -31,13 +31,17 @@ def close(a: float, b: float) -> bool:
 
 
 def test_trainer_run_records_the_analysis_of_each_saved_step(tmp_path):
+    """Also the reuse: encoder layer 0 is frozen, so its spectra are computed once."""
     from transformers import Trainer
 
     out = tmp_path / "track"
     cb = SpecboundCallback(every_n_steps=4, out=out, bounds=BOUNDS)
     args = training_args(tmp_path / "ckpt", max_steps=16, save_strategy="steps", save_steps=4,
                          eval_strategy="steps", eval_steps=8, logging_steps=5)
-    trainer = Trainer(model=tiny_bert(), args=args, train_dataset=Synthetic(64), eval_dataset=Synthetic(16, seed=1),
+    model = tiny_bert()
+    for p in model.bert.encoder.layer[0].parameters():
+        p.requires_grad_(False)
+    trainer = Trainer(model=model, args=args, train_dataset=Synthetic(64), eval_dataset=Synthetic(16, seed=1),
                       callbacks=[cb])
     trainer.train()
 
@@ -73,35 +77,19 @@ def test_trainer_run_records_the_analysis_of_each_saved_step(tmp_path):
         assert close(logged[step]["specbound/log10_edelman"], row["log10_edelman"])
         assert close(logged[step]["specbound/frac_p_star_zero"], row["frac_p_star_zero"])
         assert "specbound/sigma1_QK_layer1" in logged[step] and "loss" in logged[step]
+    # reuse: the frozen layer's four blocks were computed once, the trained layer's at every update
+    store = cb.tracker.store
+    for block in ("qk", "ov", "m_in", "m_out"):
+        assert store.computed[(0, block)] == 1, block
+        assert store.computed[(1, block)] == len(steps), block
+    assert store.total.hits == 4 * (len(steps) - 1)
+    assert track["blocks_computed"].tolist() == [8, 4, 4, 4] and track["blocks_reused"].tolist() == [0, 4, 4, 4]
+    assert (layers[layers["layer"] == 0].groupby("kind")["sigma1"].nunique() == 1).all()
+    assert len(store) == 8  # only the latest update's spectra are held
     # plots at the end of training; no temporary files left
     for f in ("track_bounds.png", "track_sigma1.png", "track_p_star_zero.png"):
         assert (out / f).stat().st_size > 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
-
-
-def test_frozen_layers_are_computed_once(tmp_path):
-    from transformers import Trainer
-
-    model = tiny_bert()
-    for p in model.bert.encoder.layer[0].parameters():
-        p.requires_grad_(False)
-    cb = SpecboundCallback(every_n_steps=2, out=tmp_path / "t", bounds=["spectrum_adaptive"], plots=False)
-    Trainer(model=model, args=training_args(tmp_path / "c", max_steps=8), train_dataset=Synthetic(64),
-            callbacks=[cb]).train()
-    store = cb.tracker.store
-    n = len(cb.tracker.steps)
-    assert n == 4
-    for block in ("qk", "ov", "m_in", "m_out"):
-        assert store.computed[(0, block)] == 1, block  # frozen: computed once, reused 4 times
-        assert store.computed[(1, block)] == n, block  # trained: changed at every update
-    assert store.total.hits == 4 * (n - 1) and store.total.misses == 4 + 4 * n
-    track = cb.tracker.frame()
-    assert track["blocks_computed"].tolist() == [8, 4, 4, 4]
-    assert track["blocks_reused"].tolist() == [0, 4, 4, 4]
-    layers = cb.tracker.layers_frame()
-    frozen = layers[layers["layer"] == 0].groupby("kind")["sigma1"].nunique()
-    assert (frozen == 1).all()
-    assert len(store) == 8  # only the latest update's spectra are held
 
 
 class Crash(Exception):
