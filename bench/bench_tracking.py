@@ -15,7 +15,9 @@ N = 256, 4 heads, d_ff = 1024; sequences of 64 random tokens, batch 16, AdamW):
   first half of the encoder layers is frozen while the other half changes between updates
   (an optimizer-sized perturbation), with the in-memory reuse on and off (medians per update).
 
-Usage: ``python bench/bench_tracking.py [--steps 200] [--every 50] [--repeats 2] [--layers 4]``.
+Usage: ``python bench/bench_tracking.py [--steps 200] [--every 50] [--repeats 2] [--layers 4] [--threads 1]``.
+On a loaded machine two torch threads contend badly for a model this small (a step measured 7 s
+instead of 0.1 s at a load average of 9 on 2 cores); ``--threads 1`` gives steadier figures.
 Prints a JSON document (and a short summary on stderr).
 """
 
@@ -129,9 +131,14 @@ def main() -> None:
     p.add_argument("--ff", type=int, default=1024)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's own); 1 is steadier on a shared machine")
     a = p.parse_args()
 
     import torch
+
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
 
     import specbound
 

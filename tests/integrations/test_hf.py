@@ -112,9 +112,18 @@ def test_a_killed_run_resumed_from_its_checkpoint_has_one_row_per_step(tmp_path)
         first.train()
     assert read(out / TRACK_FILE)["step"].tolist() == [2, 4, 6]  # written after every update
 
-    cb = SpecboundCallback(every_n_steps=2, out=out, bounds=["edelman"], plots=False)
-    second = Trainer(model=tiny_bert(seed=1), args=args, train_dataset=Synthetic(64), callbacks=[cb])
+    class Reporter(TrainerCallback):  # stands for TensorBoard / W&B: what on_log hands them
+        def __init__(self):
+            self.seen: dict[int, dict] = {}
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.seen.setdefault(state.global_step, {}).update(logs)
+
+    cb, reporter = SpecboundCallback(every_n_steps=2, out=out, bounds=["edelman"], plots=False), Reporter()
+    second = Trainer(model=tiny_bert(seed=1), args=args, train_dataset=Synthetic(64), callbacks=[reporter])
+    cb.attach(second)  # ahead of the reporters, so they get the scalars in the same log call
     second.train(resume_from_checkpoint=str(ckpt / "checkpoint-4"))
+    assert [s for s, logs in sorted(reporter.seen.items()) if "specbound/log10_edelman" in logs] == [6, 8]
     track, layers = read(out / TRACK_FILE), read(out / LAYERS_FILE)
     assert track["step"].tolist() == [2, 4, 6, 8]
     assert layers.groupby("step").size().tolist() == [8] * 4
