@@ -61,34 +61,47 @@ def _float(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
+def _columns(report: "Report") -> dict[str, list[Any]]:
+    """The columns an update reads, as plain lists (pandas group-bys cost more than the rest of
+    the bookkeeping on a small model)."""
+    m = report.matrices
+    cols = {c: m[c].tolist() for c in ("layer", "kind", "spectral_norm", "stable_rank", "effective_rank")}
+    cols["p0"] = [float(p) == 0.0 for p in m["p_star"].tolist()]
+    return cols
+
+
+def _mean(v: list[float]) -> float:
+    return float(sum(v) / len(v)) if v else math.nan
+
+
 def summary_row(report: "Report") -> dict[str, float]:
     """The bound values and the whole-model figures of one update (module docstring)."""
     m = report.matrices
+    c = _columns(report)
     row: dict[str, float] = {f"log10_{name}": float(b.log10_value) for name, b in report.bounds.items()}
-    p_star = m["p_star"].astype("float64")
-    row["frac_p_star_zero"] = float((p_star == 0).mean())
+    row["frac_p_star_zero"] = _mean([float(x) for x in c["p0"]])
     if MARGIN_COLUMN in m.columns:
         row["median_" + MARGIN_COLUMN] = float(m[MARGIN_COLUMN].astype("float64").median())
     for stat in ("stable_rank", "effective_rank"):
-        means = m.groupby("kind", sort=False)[stat].mean()
         for kind in KINDS:
-            row[f"mean_{stat}_{kind}"] = float(means.get(kind, math.nan))
+            row[f"mean_{stat}_{kind}"] = _mean([_float(v) for v, k in zip(c[stat], c["kind"]) if k == kind])
     return row
 
 
 def layer_rows(report: "Report") -> list[dict[str, Any]]:
     """One row per (layer, kind) of the update (without ``step``/``epoch``): σ1 (largest over the
     heads), mean stable and effective rank, fraction of p* = 0."""
-    m = report.matrices[["layer", "kind", "spectral_norm", "stable_rank", "effective_rank", "p_star"]].copy()
-    m["p0"] = m["p_star"].astype("float64") == 0
-    g = m.groupby(["layer", "kind"], sort=False).agg(
-        sigma1=("spectral_norm", "max"), mean_stable_rank=("stable_rank", "mean"),
-        mean_effective_rank=("effective_rank", "mean"), frac_p_star_zero=("p0", "mean"),
-    )
+    c = _columns(report)
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, key in enumerate(zip(c["layer"], c["kind"])):
+        groups.setdefault((int(key[0]), str(key[1])), []).append(i)
     order = {k: i for i, k in enumerate(KINDS)}
     rows = [
-        {"layer": int(layer), "kind": kind, **{c: _float(v) for c, v in vals.items()}}
-        for (layer, kind), vals in g.to_dict("index").items()
+        {"layer": layer, "kind": kind, "sigma1": max(_float(c["spectral_norm"][i]) for i in idx),
+         "mean_stable_rank": _mean([_float(c["stable_rank"][i]) for i in idx]),
+         "mean_effective_rank": _mean([_float(c["effective_rank"][i]) for i in idx]),
+         "frac_p_star_zero": _mean([float(c["p0"][i]) for i in idx])}
+        for (layer, kind), idx in groups.items()
     ]
     rows.sort(key=lambda r: (r["layer"], order.get(r["kind"], len(order))))
     return rows
