@@ -53,7 +53,7 @@ def _losses_on(ax: "Axes", track: "pd.DataFrame") -> None:
             sel = track[track[col].notna()]
             twin.plot(sel["step"], sel[col], style, color="tab:gray", lw=1.0, label=col)
     twin.set_ylabel("loss", color="tab:gray")
-    twin.legend(loc="upper right", fontsize=7)
+    twin.legend(loc="center right", fontsize=7)
 
 
 def plot_bounds(track: "pd.DataFrame", path: Path) -> Path:
