@@ -146,12 +146,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         train_once(argparse.Namespace(**{**vars(a), "steps": 5, "every": 5}), work, tracked=True)  # warm-up
-        plain, tracked, updates = [], [], []
+        plain, tracked, per_run = [], [], []
         for _ in range(a.repeats):
             plain.append(train_once(a, work, tracked=False)[0])
             wall, ups = train_once(a, work, tracked=True)
             tracked.append(wall)
-            updates.extend(ups)
+            per_run.append(ups)
+    updates = [u for ups in per_run for u in ups]
 
     model = make_model(a.layers, a.hidden, a.heads, a.ff, a.seq)
     specbound.analyze(model, bounds=BOUNDS)
@@ -172,10 +173,7 @@ def main() -> None:
         "overhead_median": med_tracked / med_plain - 1.0,
         "overhead_fastest": min(tracked) / min(plain) - 1.0,
         # robust to load: the time the updates themselves took, over the rest of the tracked run
-        "overhead_accounted": statistics.median(
-            sum(ups[i::1][:a.steps // a.every]) / (w - sum(ups[:a.steps // a.every]))
-            for w, ups in zip(tracked, [updates[k * (a.steps // a.every):(k + 1) * (a.steps // a.every)]
-                                         for k in range(a.repeats)])),
+        "overhead_accounted": statistics.median(sum(u) / (w - sum(u)) for w, u in zip(tracked, per_run)),
         "updates_per_run": a.steps // a.every,
         "update_s": updates, "median_update_s": statistics.median(updates),
         "analyze_s": analyze_s, "median_analyze_s": statistics.median(analyze_s),
