@@ -34,12 +34,13 @@ _EXPORTS = {
     "ModelInfo": "specbound.weights.canonical",
     "Note": "specbound.weights.canonical",
     "TransformerWeights": "specbound.weights.canonical",
+    "Tracker": "specbound.integrations.tracker",
 }
 
 #: subpackages reachable as attributes after a bare ``import specbound`` (as when they were
 #: imported eagerly)
 _SUBMODULES = {
-    "analysis", "bounds", "cli", "data", "errors", "experiments", "measures", "parallel",
+    "analysis", "bounds", "cli", "data", "errors", "experiments", "integrations", "measures", "parallel",
     "report", "spectra", "weights",
 }
 
@@ -54,6 +55,7 @@ __all__ = [
     "Note",
     "Report",
     "SpecboundError",
+    "Tracker",
     "TransformerWeights",
     "analyze",
     "attention",
@@ -84,5 +86,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from specbound.data import AttentionResult, attention
     from specbound.bounds import Bound, BoundParams, BoundResult, available_bounds, register_bound
     from specbound.errors import InputError, SpecboundError
+    from specbound.integrations.tracker import Tracker
     from specbound.weights.adapters import open_weights
     from specbound.weights.canonical import LayerWeights, ModelInfo, Note, TransformerWeights

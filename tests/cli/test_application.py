@@ -10,7 +10,7 @@ from specbound.cli.application import experiment_app
 
 runner = CliRunner()
 
-COMMANDS = ["analyze", "attention", "version", "bounds", "compare"]
+COMMANDS = ["analyze", "attention", "version", "bounds", "compare", "track-plot"]
 EXPERIMENTS = ["sparse-majority", "scaling", "correlation", "infinite-width"]
 
 

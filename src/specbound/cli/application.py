@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from specbound.cli import analyze, attention, bounds, version
+from specbound.cli import analyze, attention, bounds, track, version
 from specbound.cli.console import BAD_INPUT, error_line
 from specbound.cli.experiment import correlation, infinite_width, scaling, sparse_majority
 from specbound.errors import SpecboundError
@@ -73,6 +73,7 @@ app.command("attention")(attention.attention)
 app.command("version")(version.version)
 app.command("bounds")(bounds.bounds_cmd)
 app.command("compare")(bounds.compare_cmd)
+app.command("track-plot")(track.track_plot)
 
 experiment_app = typer.Typer(help="Experiments E1-E4 (see the README).", no_args_is_help=True,
                              context_settings=CONTEXT)
