@@ -34,4 +34,7 @@ def test_cli_prints_ranking_table(tmp_path):
     assert r.exit_code == 0, r.output
     assert "4 models (0 reused" in r.output and "granulated over n_train, steps" in r.output
     assert "spectrum_adaptive" in r.output and "inv_sqrt_n" in r.output
+    flat = " ".join(r.output.split())
+    assert "Kendall τ-a" in flat and "τ-b beside it" in flat and "Dziugaite" in flat and "unweighted" in flat
+    assert "B_SA (spectrum_adaptive) adaptivity" in flat and "frac_p_star_zero" in flat
     assert (tmp_path / "o" / "scores.csv").is_file()

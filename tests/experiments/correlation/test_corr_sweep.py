@@ -24,6 +24,10 @@ pytest.importorskip("transformers")
 N_MODELS = 4
 
 
+def meta_settings(out: Path) -> dict:
+    return json.loads((out / "config.json").read_text())["config"]["settings"]
+
+
 def test_sweep_outputs(e3_tiny) -> None:
     out, res, events, _ = e3_tiny
     models, scores = res["models"], res["scores"]
@@ -37,10 +41,19 @@ def test_sweep_outputs(e3_tiny) -> None:
     np.testing.assert_allclose(models["gap"], models["train_acc"] - models["test_acc"])
     measures = [c for c in models.columns if c.startswith("log10_")]
     assert {"log10_spectrum_adaptive", "log10_edelman", "log10_trauger_tewari_l11", "log10_bartlett_spectral",
-            "log10_spectrum_adaptive_per_sqrt_n", "log10_inv_sqrt_n"} <= set(measures)
+            "log10_spectrum_adaptive_n_adj", "log10_inv_sqrt_n", "log10_param_count_n_adj"} <= set(measures)
+    assert not any(c.endswith("_per_sqrt_n") for c in measures)
     assert np.isfinite(models[measures].to_numpy()).all()
-    np.testing.assert_allclose(models["log10_spectrum_adaptive_per_sqrt_n"],
+    # linear families: C / sqrt(n); squared measures: sqrt(mu / n) (Dziugaite et al.'s code)
+    np.testing.assert_allclose(models["log10_spectrum_adaptive_n_adj"],
                                models["log10_spectrum_adaptive"] - 0.5 * np.log10(models["n_train"]))
+    for fam in ("log_prod_spec", "sum_fro", "fro_over_spec", "param_count"):
+        np.testing.assert_allclose(models[f"log10_{fam}_n_adj"],
+                                   0.5 * (models[f"log10_{fam}"] - np.log10(models["n_train"])))
+    # B_SA's adaptivity diagnostic beside the measures, not scored
+    assert models["frac_p_star_zero"].between(0, 1).all()
+    assert "median_log10_scale_margin" in models.columns
+    assert not set(scores["measure"]) & {"frac_p_star_zero", "median_log10_scale_margin"}
     # scores: one row per target and measure, recomputable from models.csv
     assert set(scores["target"]) == {"gap", "loss_gap"} and len(scores) == 2 * len(measures)
     from specbound.experiments.correlation.scores import kendall_tau
@@ -48,6 +61,16 @@ def test_sweep_outputs(e3_tiny) -> None:
     row = scores[(scores["target"] == "loss_gap") & (scores["measure"] == "spectrum_adaptive")].iloc[0]
     assert row["kendall_tau"] == pytest.approx(kendall_tau(models["log10_spectrum_adaptive"], models["loss_gap"]))
     assert row["n_models"] == N_MODELS and row["n_coupled_pairs"] == 4
+    assert pd.isna(row["robust_sign_error_max"])  # Hoeffding weights need the bounded accuracy gap
+    from specbound.experiments.correlation.scores import robust_sign_error
+
+    row = scores[(scores["target"] == "gap") & (scores["measure"] == "spectrum_adaptive")].iloc[0]
+    hp = models[["n_train", "steps"]].to_dict("records")
+    r = robust_sign_error(models["log10_spectrum_adaptive"].tolist(), models["gap"].tolist(), hp,
+                          ["n_train", "steps"], n_test=int(meta_settings(out)["n_test"]))
+    assert row["n_environments"] == r.n_environments
+    assert row["robust_sign_error_max"] == (pytest.approx(r.max) if r.max is not None else None) or \
+        (r.max is None and pd.isna(row["robust_sign_error_max"]))
     g = scores[scores["target"] == "gap"]
     assert list(g["rank"]) == list(range(1, len(g) + 1))
     # files on disk
@@ -58,6 +81,9 @@ def test_sweep_outputs(e3_tiny) -> None:
     meta = json.loads((out / "config.json").read_text())
     assert meta["seed"] == 0 and meta["execution"] == {"jobs": 2, "ray_address": None} and "torch" in meta["versions"]
     assert meta["granulated_over"] == ["n_train", "steps"] and meta["measures"] == measures
+    assert meta["scores"]["n_test"] == meta["config"]["settings"]["n_test"] and meta["scores"]["min_ess"] == 1.0
+    assert meta["sample_size_adjustment"]["sum_fro"] == "sqrt(mu/n)"
+    assert meta["sample_size_adjustment"]["edelman"] == "C/sqrt(n)"
     assert meta["models_reused_from_cache"] == 0 and len(list((out / "models").glob("*.pt"))) == N_MODELS
 
 

@@ -38,6 +38,8 @@ def test_tiny_synthetic_run_writes_every_table_and_plot(e2_tiny) -> None:
     assert np.isfinite(models[log_cols + ["mean_p_star", "sum_spectral", "sum_norm_21", "sum_norm_11"]].to_numpy(float)).all()
     assert (models["log10_spectrum_adaptive"] <= models["log10_sa_p0_cap"] + 1e-9).all()  # p = 0 is on the grid
     assert models["frac_p_star_zero"].between(0, 1).all()
+    assert "median_log10_scale_margin" in models.columns  # B_SA's adaptivity (issue 12 part 2)
+    assert np.isfinite(models["median_log10_scale_margin"].to_numpy(float)).all()
     assert (models["H"] == models["N"] // 32).all() and (models["source"].str.startswith("checkpoints")).all()
     assert models[["heldout_masked_ce", "unigram_masked_ce", "train_loss_last10pct"]].notna().all().all()
     assert not models["reused"].any()
@@ -46,6 +48,9 @@ def test_tiny_synthetic_run_writes_every_table_and_plot(e2_tiny) -> None:
     assert ex["slope"].notna().all() and np.isfinite(ex["slope"]).all()
     two = ex[ex["n_points"] == 2]  # 2 x 2 grid: every per-L / per-N fit has 2 points
     assert len(two) and two["ci_low"].isna().all() and two["interval"].str.contains("not computable").all()
+    # the intervals measure lack of fit over single checkpoints, and say so (issue 12 part 5)
+    assert ex["interval_measures"].str.contains("lack of fit").all()
+    assert ex["interval_measures"].str.contains("single checkpoints").all()
     pooled = ex[ex["fixed"] == "all"]  # 4 points, 3 coefficients: df = 1
     assert len(pooled) and (pooled["interval"] == "95% t, df=1").all()
     assert ((pooled["ci_low"] <= pooled["slope"]) & (pooled["slope"] <= pooled["ci_high"])).all()
@@ -58,6 +63,7 @@ def test_tiny_synthetic_run_writes_every_table_and_plot(e2_tiny) -> None:
     assert cfg["versions"]["torch"] == torch.__version__ and cfg["recipe"]["steps"] == gc.E2_RECIPE["steps"]
     assert cfg["grid"] == {"L": list(Ls), "N": list(Ns)} and cfg["featured_model"] == "L2_N64"
     assert events and events[-1][0] == "done"
+    assert "lack of fit" in cfg["exponent_intervals"]
 
 
 def test_rerun_reuses_the_checkpoint_and_reproduces(e2_tiny, tmp_path: Path) -> None:
@@ -153,3 +159,16 @@ def test_bad_options_exit_2_with_one_line(args: list[str], match: str, tmp_path:
     assert r.exit_code == 2, r.output
     text = (r.stderr if hasattr(r, "stderr") else r.output).strip()
     assert match in text and len(text.splitlines()) == 1 and "Traceback" not in text
+
+
+def test_printed_exponents_say_lack_of_fit_and_show_adaptivity(e2_tiny) -> None:
+    from rich.console import Console
+
+    from specbound.cli.experiment.scaling import _print_exponents
+
+    _, res, _ = e2_tiny
+    con = Console(record=True, width=240)
+    _print_exponents(con, res.exponents, res.models)
+    text = " ".join(con.export_text().split())
+    assert "lack of fit" in text and "not sampling error" in text
+    assert "frac_p_star_zero" in text and "median log10 scale margin" in text

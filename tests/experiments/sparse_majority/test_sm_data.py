@@ -44,15 +44,27 @@ def test_embeddings_orthogonal_unit_l1():
     assert (np.diag(g) > 0).all()
 
 
-def test_sinusoidal_encoding_formula():
+def test_sinusoidal_encoding_formula_of_the_authors_script():
     pe = sinusoidal_encoding(17, 64)
     assert pe.shape == (17, 64)
     np.testing.assert_allclose(pe[0, 0::2], 0.0)
     np.testing.assert_allclose(pe[0, 1::2], 1.0)
-    t, i = 5, 3
-    np.testing.assert_allclose(pe[t, 2 * i], math.sin(t / 10000 ** (2 * i / 64)))
-    np.testing.assert_allclose(pe[t, 2 * i + 1], math.cos(t / 10000 ** (2 * i / 64)))
+    # exponent i/d for every column i (the script's make_pe), not 2*floor(i/2)/d
+    t = 5
+    for i in (2, 6, 7, 63):
+        f = math.sin if i % 2 == 0 else math.cos
+        np.testing.assert_allclose(pe[t, i], f(t / 10000 ** (i / 64)), rtol=1e-14)
+    assert abs(pe[t, 7] - math.cos(t / 10000 ** (6 / 64))) > 1e-3
     np.testing.assert_allclose(pe[:, 0], np.sin(np.arange(17)))
+    np.testing.assert_allclose(pe[:, 1], np.cos(np.arange(17) / 10000 ** (1 / 64)))
+
+
+def test_embeddings_are_drawn_uniform_before_orthogonalisation():
+    # the first token ("0") is only l1-scaled: its direction is the raw U(-1,1) draw
+    rng = run_rng(3)
+    raw = run_rng(3).uniform(-1, 1, size=(3, 64))
+    e = make_embeddings(rng, 64)
+    np.testing.assert_allclose(e[0], raw[0] / np.abs(raw[0]).sum(), rtol=1e-14)
 
 
 def test_cls_last_and_inputs():

@@ -39,4 +39,19 @@ def test_init_shapes_and_keras_defaults():
     assert p["W_in"].shape == (64, 64) and p["W_out"].shape == (64, 2)
     for b in BIASES:
         assert not p[b].any()
-    assert np.abs(p["W_q"]).max() <= math.sqrt(6 / (64 + 128))
+    # Keras' fans of its 3-D attention kernels: [d, H, k] -> fan_in H*d = 128, fan_out k*d = 4096;
+    # [H, k, d] -> fan_in k*H = 128, fan_out d*H = 128; Dense [64, 64] -> 64, 64
+    lim_qkv, lim_o, lim_in = math.sqrt(6 / (128 + 4096)), math.sqrt(6 / (128 + 128)), math.sqrt(6 / 128)
+    for name, lim in (("W_q", lim_qkv), ("W_k", lim_qkv), ("W_v", lim_qkv), ("W_o", lim_o), ("W_in", lim_in)):
+        a = np.abs(p[name])
+        assert a.max() <= lim and a.max() > 0.97 * lim, name  # uniform on [-lim, lim]: the max is near lim
+        assert np.std(p[name]) == pytest.approx(lim / math.sqrt(3), rel=0.05), name
+
+
+def test_readout_init_is_normal_005():
+    ws = np.concatenate([run_init(SparseMajorityConfig(), RunSpec(16, s))["W_out"].ravel() for s in range(20)])
+    assert ws.size == 20 * 128
+    assert np.std(ws) == pytest.approx(0.05, rel=0.08)
+    assert abs(np.mean(ws)) < 0.01
+    # normal, not uniform: about 4.6% beyond 2 sigma (a uniform of that std has none beyond 1.73 sigma)
+    assert 0.03 < np.mean(np.abs(ws) > 0.1) < 0.065

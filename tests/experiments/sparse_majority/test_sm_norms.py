@@ -41,9 +41,14 @@ def test_adapter_and_norms_agree_with_canonical_matrices():
     qk1 = p["W_q"][:, 64:] @ p["W_k"][:, 64:].T
     assert n["spec_QK1"] == pytest.approx(float(torch.linalg.matrix_norm(qk1, 2)))
     assert n["norm21_QK1"] == pytest.approx(float(qk1.norm(dim=0).sum()))
-    assert n["l1_norm_sum"] == pytest.approx(sum(float(p[k].abs().sum()) for k in KERNELS))
+    # Trauger & Tewari's tracked quantity: every trainable variable, biases included (b_q = 0.5
+    # in 128 entries, every other bias 0); the weights-only sum is a separate quantity
+    assert n["l1_sum_weights_only"] == pytest.approx(sum(float(p[k].abs().sum()) for k in KERNELS))
     assert n["l1_b_q"] == pytest.approx(0.5 * 128)
-    assert n["l1_norm_sum_with_biases"] == pytest.approx(n["l1_norm_sum"] + 64)
+    assert n["l1_bias_sum"] == pytest.approx(64)
+    assert n["l1_sum_all_variables"] == pytest.approx(n["l1_sum_weights_only"] + 64)
+    assert n["l1_sum_all_variables"] == pytest.approx(sum(float(v.abs().sum()) for v in p.values()))
+    assert "l1_norm_sum" not in n and "l1_norm_sum_with_biases" not in n
 
 
 def test_norms_agree_with_analyze_report():
@@ -63,13 +68,20 @@ def test_norms_agree_with_analyze_report():
         assert math.isfinite(b.log10_value)
 
 
-def test_bound_columns_are_every_family_plus_the_derived_one():
+def test_bound_columns_are_every_family_with_the_librarys_seq_len_one_and_adaptivity():
     import specbound
     from specbound.experiments.sparse_majority import bound_columns
 
     cfg = SparseMajorityConfig()
     p = {k: torch.as_tensor(v) for k, v in run_init(cfg, RunSpec(16, 0)).items()}
     cols = bound_columns(p, cfg, 16)
-    rep = specbound.analyze(to_transformer_weights(p, cfg), l_phi=1.0)
-    assert set(cols) == {f"log10_{n}" for n in rep.bounds} | {"log10_edelman_logT"}
-    assert cols["log10_edelman_logT"] == pytest.approx(cols["log10_edelman"] + math.log10(math.log(16)), rel=1e-12)
+    rep = specbound.analyze(to_transformer_weights(p, cfg), l_phi=1.0, seq_len=17)
+    assert "edelman_seq_len" in rep.bounds
+    # no construction of E1's own (B_E * ln T is gone); the library's B_E * sqrt(ln(T + 1))
+    assert set(cols) == {f"log10_{n}" for n in rep.bounds} | {"frac_p_star_zero", "median_log10_scale_margin"}
+    assert "log10_edelman_logT" not in cols
+    assert cols["log10_edelman_seq_len"] == pytest.approx(cols["log10_edelman"] + 0.5 * math.log10(math.log(17)),
+                                                          rel=1e-12)
+    assert cols["frac_p_star_zero"] == rep.adaptivity["frac_p_star_zero"]
+    assert cols["median_log10_scale_margin"] == rep.adaptivity["median_log10_scale_margin"]
+    assert 0.0 <= cols["frac_p_star_zero"] <= 1.0

@@ -43,24 +43,39 @@ def test_quick_cli_writes_every_file(quick_out):
     assert len(runs) == 3 * 2 and sorted(runs["T"].unique()) == [16, 32, 64]
     for col in ("train_acc", "test_acc", "val_acc", "reached_train_acc"):
         assert runs[col].between(0, 1).all(), col
-    for col in ("train_loss", "test_loss", "acc_gap", "loss_gap", "l1_norm_sum", "l1_b_q",
+    for col in ("train_loss", "test_loss", "acc_gap", "loss_gap", "l1_sum_all_variables", "l1_sum_weights_only",
+                "l1_b_q", "frac_p_star_zero", "median_log10_scale_margin",
                 "spec_QK0", "fro_OV1", "norm21_M_in", "epochs", "stopped_at_cap"):
         assert col in runs.columns, col
     np.testing.assert_allclose(runs["acc_gap"], runs["train_acc"] - runs["test_acc"])
     assert (runs["epochs"] <= 300).all()
-    assert (runs["l1_norm_sum"] > 0).all()
+    assert (runs["l1_sum_all_variables"] >= runs["l1_sum_weights_only"]).all()
+    assert "l1_norm_sum" not in runs.columns
     bound_cols = [c for c in runs.columns if c.startswith("log10_")]
     assert meta["bounds_available"] is True and meta["bound_columns"] == bound_cols
-    assert {"log10_spectrum_adaptive", "log10_edelman", "log10_edelman_logT"} <= set(bound_cols)
+    assert {"log10_spectrum_adaptive", "log10_edelman", "log10_edelman_seq_len"} <= set(bound_cols)
+    assert "log10_edelman_logT" not in bound_cols
     assert np.isfinite(runs[bound_cols].to_numpy()).all()
-    assert {"acc_gap", "l1_norm_sum", *bound_cols} <= set(trends["quantity"])
+    assert {"acc_gap", "l1_sum_all_variables", *bound_cols} <= set(trends["quantity"])
+    # every trend twice (all runs; fitted runs only) with the capped runs per T
+    assert set(trends["runs"]) == {"all", "fitted"}
+    assert (trends.groupby("quantity").size() == 2).all()
+    n_cap = int(runs["stopped_at_cap"].sum())
+    assert (trends["n_capped"] == n_cap).all()
+    assert meta["runs_stopped_at_cap_per_T"] == {str(T): int(runs[runs["T"] == T]["stopped_at_cap"].sum())
+                                                 for T in (16, 32, 64)}
+    assert "T=16:" in trends["capped_per_T"].iloc[0]
+    assert meta["deviations"] and "protocol_deviations" not in meta
+    assert "fitted" in res.output and "epoch cap per T" in " ".join(res.output.split())
     assert {"slope_per_doubling", "ci_low", "ci_high", "ci_contains_zero"} <= set(trends.columns)
-    assert (trends["ci_low"] <= trends["slope_per_doubling"]).all()
+    ok = trends["slope_per_doubling"].notna()  # fitted rows are empty where every run is capped
+    assert (trends.loc[ok, "ci_low"] <= trends.loc[ok, "slope_per_doubling"]).all()
     for key in ("python", "torch", "numpy", "specbound"):
         assert key in meta["versions"]
     assert meta["seed"] == 0 and meta["wall_time_seconds"] > 0
     assert meta["config"]["quick"] is True and meta["quick_deviations"]
-    for name in ["plot_acc_gap.png", "plot_l1_norm_sum.png", *[f"plot_{c}.png" for c in bound_cols]]:
+    for name in ["plot_acc_gap.png", "plot_l1_sum_all_variables.png", "plot_l1_sum_weights_only.png",
+                 *[f"plot_{c}.png" for c in bound_cols]]:
         assert (out / name).stat().st_size > 1000, name
 
 
@@ -105,7 +120,8 @@ def test_trends_slopes_and_degenerate_columns():
     runs = pd.DataFrame({"T": T, "seed": [0, 1] * 3, "stopped_at_cap": [True] * 6, "train_seconds": 1.0,
                          "grows": 3 + 0.5 * np.log2(T) + np.array([0.01, -0.01] * 3),
                          "flat": 2.0, "sparse": [1.0] + [math.nan] * 5, "name": list("abcdef")})
-    tr = compute_trends(runs).set_index("quantity")
+    tr = compute_trends(runs)
+    tr = tr[tr["runs"] == "all"].set_index("quantity")
     assert list(tr.index) == ["grows", "flat", "sparse"]
     assert tr.loc["grows", "slope_per_doubling"] == pytest.approx(0.5, rel=1e-12)
     assert tr.loc["grows", "ci_low"] < 0.5 < tr.loc["grows", "ci_high"]
@@ -114,3 +130,20 @@ def test_trends_slopes_and_degenerate_columns():
     assert tr.loc["sparse", "n"] == 1 and pd.isna(tr.loc["sparse", "slope_per_doubling"])
     assert pd.isna(tr.loc["sparse", "ci_low"]) and pd.isna(tr.loc["sparse", "ci_contains_zero"])
     assert tr.loc["sparse", "mean"] == 1.0
+
+
+def test_trends_twice_all_runs_and_fitted_only():
+    """A capped run pulls the all-runs slope; the fitted-only slope leaves it out; the number of
+    capped runs per T stands beside both."""
+    T = np.repeat([16, 32, 64], 2)
+    capped = [False, False, False, False, False, True]
+    y = 1.0 + 0.25 * np.log2(T)
+    y[-1] += 3.0  # the capped run at T = 64 is an outlier
+    runs = pd.DataFrame({"T": T, "seed": [0, 1] * 3, "stopped_at_cap": capped, "train_seconds": 1.0, "y": y})
+    tr = compute_trends(runs).set_index("runs")
+    assert list(tr["quantity"]) == ["y", "y"]
+    assert tr.loc["fitted", "slope_per_doubling"] == pytest.approx(0.25, rel=1e-12)
+    assert tr.loc["fitted", "n"] == 5 and tr.loc["all", "n"] == 6
+    assert tr.loc["all", "slope_per_doubling"] > 0.25 + 0.5
+    assert (tr["n_capped"] == 1).all()
+    assert tr.loc["all", "capped_per_T"] == "T=16:0/2 T=32:0/2 T=64:1/2"

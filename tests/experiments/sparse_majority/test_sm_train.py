@@ -3,6 +3,8 @@ independence of batch mates."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -18,10 +20,10 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-# A configuration in which most runs reach 100% training accuracy within a few dozen
-# epochs (8 training samples, constant lr 0.02) and one stops at the cap: exercises the
-# stopping rule, selection and runs leaving the batch at different epochs.
-FAST = SparseMajorityConfig(n_train=8, n_val=64, n_test=64, max_epochs=300, lr=0.02, lr_min=0.02)
+# A configuration in which some runs reach 100% training accuracy (4 training samples, constant
+# lr 0.1; with the authors' small initial scale, at epochs 1 and 222) and two stop at the cap:
+# exercises the stopping rule, selection and runs leaving the batch at different epochs.
+FAST = SparseMajorityConfig(n_train=4, n_val=64, n_test=64, max_epochs=300, lr=0.1, lr_min=0.1)
 FAST_SPECS = [RunSpec(10, s) for s in range(4)]
 
 
@@ -85,3 +87,33 @@ def test_run_independent_of_batch_mates(fast_batch):
 def test_train_runs_rejects_mixed_lengths():
     with pytest.raises(ValueError):
         train_runs(FAST, [RunSpec(10, 0), RunSpec(12, 0)])
+
+
+def test_bce_on_one_hot_labels_by_hand():
+    from specbound.experiments.sparse_majority.train import bce_one_hot
+
+    # logits (2, -1) with label 0: one-hot (1, 0): softplus(-2) and softplus(-1)... i.e.
+    # -log sigmoid(2) and -log(1 - sigmoid(-1))
+    logits = torch.tensor([[2.0, -1.0], [0.0, 3.0]], dtype=torch.float64)
+    y = torch.tensor([0, 0])
+    sig = torch.sigmoid
+    want = torch.tensor([[-math.log(sig(torch.tensor(2.0))), -math.log(1 - sig(torch.tensor(-1.0)))],
+                         [math.log(2.0), -math.log(1 - sig(torch.tensor(3.0)))]], dtype=torch.float64)
+    torch.testing.assert_close(bce_one_hot(logits, y), want)
+
+
+def test_keras_momentum_and_schedule():
+    from specbound.experiments.sparse_majority.train import keras_sgd_step, lr_at
+
+    cfg = SparseMajorityConfig()
+    assert lr_at(cfg, 0) == pytest.approx(0.01 * 0.999)  # Keras applies the schedule before epoch 0
+    assert lr_at(cfg, 10_000) == 0.001
+    th = {"w": torch.tensor([1.0], dtype=torch.float64)}
+    v = {"w": torch.zeros(1, dtype=torch.float64)}
+    g1, g2, lr1, lr2, mu = 2.0, -1.0, 0.1, 0.05, 0.9
+    keras_sgd_step(th, v, {"w": torch.tensor([g1], dtype=torch.float64)}, lr1, mu)
+    keras_sgd_step(th, v, {"w": torch.tensor([g2], dtype=torch.float64)}, lr2, mu)
+    keras = 1.0 - lr1 * g1 - mu * lr1 * g1 - lr2 * g2
+    pytorch = 1.0 - lr1 * g1 - lr2 * (mu * g1 + g2)
+    assert th["w"].item() == pytest.approx(keras, rel=1e-15)
+    assert abs(keras - pytorch) > 1e-3

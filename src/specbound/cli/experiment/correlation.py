@@ -23,7 +23,8 @@ sparse-majority: T = 32 bits, majority of 7 hidden positions, [CLS] classifier;
 masked-synthetic: masked-token prediction on the seeded synthetic language of E2), measures
 each model's gap (train accuracy - test accuracy on fresh data of the same distribution) and
 evaluates every bound family of the catalogue on its weights (initial weights as the
-reference for distance-based families), plus each family divided by sqrt(n_train).
+reference for distance-based families), plus each family adjusted for n_train (sqrt(mu/n) for
+squared measures, as Dziugaite et al.'s code does; C/sqrt(n) for the others).
 
 Default grid (128 models): depth {1,2} x width {32,64} x n_train {128,1024} x weight decay
 {0,0.1} x lr {1e-3,3e-3} x label noise {0,0.2} x steps {200,800}. --quick: 16 models (depth,
@@ -35,8 +36,9 @@ model: --ray starts a local Ray instance, --ray-address ADDRESS joins a cluster.
 are cached in OUT/models/ and reused, so an interrupted sweep resumes where it stopped.
 
 Writes OUT/models.csv (hyper-parameters, train/test metrics, gaps, every measure),
-OUT/scores.csv (per target gap and measure: Kendall tau, granulated tau per axis and mean,
-sign-error rate over coupled pairs, number of models), OUT/config.json (config, versions,
+OUT/scores.csv (per target gap and measure: Kendall tau-a and tau-b, granulated tau per axis
+and mean with the number of constant-gap groups, Dziugaite et al.'s robust sign error (max,
+90th percentile, mean over environments), the unweighted sign error, number of models), OUT/config.json (config, versions,
 timings), OUT/ranking.png and OUT/plots/scatter_<measure>.png.
 """
 
@@ -90,12 +92,12 @@ def correlation(
     con.print(f"E3 {cfg.task}: {len(res['models'])} models ({meta['models_reused_from_cache']} reused from "
               f"the cache) in {meta['wall_time_seconds']:.0f} s; granulated over {', '.join(meta['granulated_over'])}",
               highlight=False, soft_wrap=True)
-    _print_ranking(con, res["scores"], top)
+    _print_ranking(con, res["scores"], top, res["models"])
     con.print(f"wrote {out}/ (models.csv, scores.csv, config.json{', plots' if plots else ''})", highlight=False,
               soft_wrap=True)
 
 
-def _print_ranking(con: Any, scores: Any, top: int) -> None:
+def _print_ranking(con: Any, scores: Any, top: int, models: Any = None) -> None:
     from rich.table import Table
 
     def f(v: Any) -> str:
@@ -106,15 +108,44 @@ def _print_ranking(con: Any, scores: Any, top: int) -> None:
     sub = scores[scores["target"] == "gap"].head(top)
     t = Table(title="measures ranked by granulated Kendall τ with the accuracy gap", box=box.SIMPLE_HEAD,
               pad_edge=False, collapse_padding=True,
-              caption="τ: Kendall τ-b over all models; gran. τ: mean over axes of τ within one-axis groups "
-                      "(± approximate standard error); sign err: over coupled pairs; n: models. All in scores.csv")
-    for c in ("#", "measure", "τ", "gran. τ", "± se", "sign err", "n"):
+              caption="τ-a: Kendall τ-a over all models (Jiang et al. 2020 eq. 2; τ-b beside it); gran. τ: mean "
+                      "over axes of τ-a over every one-axis group (± approximate standard error); robust sign "
+                      "error: Dziugaite et al. 2020, Hoeffding-weighted per environment, max / 90th percentile / "
+                      "mean over environments (env: kept); unweighted: plain mean over coupled pairs; n: models. "
+                      "*_n_adj: adjusted for n_train (sqrt(mu/n) for squared measures, C/sqrt(n) otherwise). "
+                      "All in scores.csv")
+    for c in ("#", "measure", "τ-a", "τ-b", "gran. τ", "± se", "rob. max", "p90", "mean", "env",
+              "unweighted", "n"):
         t.add_column(c, justify="left" if c == "measure" else "right", no_wrap=True)
 
     def plain(v: Any) -> str:
         return "n/a" if v is None or v != v else f"{v:.3f}"
 
     for r in sub.to_dict("records"):
-        t.add_row(str(r["rank"]), r["measure"], f(r["kendall_tau"]), f(r["granulated_tau_mean"]),
-                  plain(r["granulated_tau_mean_se"]), plain(r["sign_error_rate"]), str(r["n_models"]))
+        t.add_row(str(r["rank"]), r["measure"], f(r["kendall_tau"]), f(r["kendall_tau_b"]),
+                  f(r["granulated_tau_mean"]), plain(r["granulated_tau_mean_se"]),
+                  plain(r["robust_sign_error_max"]), plain(r["robust_sign_error_p90"]),
+                  plain(r["robust_sign_error_mean"]), str(r["n_environments"]),
+                  plain(r["sign_error_unweighted"]), str(r["n_models"]))
     con.print(t)
+    line = adaptivity_line(models)
+    if line:
+        con.print(line, highlight=False, soft_wrap=True)
+
+
+def adaptivity_line(models: Any) -> str | None:
+    """One line on B_SA's adaptivity over the models (bounds.md §4): the range of
+    ``frac_p_star_zero`` and of the median scale margin; ``None`` without those columns."""
+    if models is None or "frac_p_star_zero" not in getattr(models, "columns", ()):
+        return None
+    fr = models["frac_p_star_zero"].astype(float)
+    mg = models["median_log10_scale_margin"].astype(float)
+    n_inactive = int((fr == 1.0).sum())
+
+    def rng(x: Any, spec: str) -> str:
+        x = x.dropna()
+        return "n/a" if x.empty else f"{format(x.min(), spec)} .. {format(x.max(), spec)} (median {format(x.median(), spec)})"
+
+    return (f"B_SA (spectrum_adaptive) adaptivity: inactive (every p* = 0) in {n_inactive} of {len(models)} models; "
+            f"frac_p_star_zero {rng(fr, '.3f')}; median log10 scale margin {rng(mg, '.2f')} decades "
+            f"(columns frac_p_star_zero, median_log10_scale_margin of models.csv)")

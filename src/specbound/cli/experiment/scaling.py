@@ -78,18 +78,20 @@ def scaling(
     for m in res.missing:
         err.print(f"[yellow]missing:[/] {escape(str(m['source']))} ({escape(str(m['reason']))})", highlight=False, soft_wrap=True)
     con.print(f"E2 on {len(res.models)} models ({family}); wrote {out}/", highlight=False)
-    _print_exponents(con, res.exponents)
+    _print_exponents(con, res.exponents, res.models)
     for f in res.files:
         con.print(f"  {f}", highlight=False)
 
 
-def _print_exponents(con: Any, exponents: Any) -> None:
+def _print_exponents(con: Any, exponents: Any, models: Any = None) -> None:
     from rich.table import Table
 
     if exponents.empty:
         con.print("no exponents: the grid has no two models sharing L or N.")
         return
-    t = Table(title="growth exponents: slope of log10 proxy (95% t interval)")
+    t = Table(title="growth exponents: slope of log10 proxy (95% t interval)",
+              caption="intervals: OLS over single checkpoints (one model per grid point), so they measure lack of "
+                      "fit, not sampling error")
     for c in ("family", "against", "at", "n", "slope", "95% interval"):
         t.add_column(c)
     for r in exponents.itertuples(index=False):
@@ -98,3 +100,7 @@ def _print_exponents(con: Any, exponents: Any) -> None:
         ci = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if has_ci else f"n/a ({r.n_points} points)"
         t.add_row(str(r.family), str(r.x), at, str(r.n_points), f"{r.slope:.3f}", ci)
     con.print(t)
+    if models is not None and "frac_p_star_zero" in getattr(models, "columns", ()):
+        from specbound.cli.experiment.correlation import adaptivity_line
+
+        con.print(adaptivity_line(models), highlight=False, soft_wrap=True)

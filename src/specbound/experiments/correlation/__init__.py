@@ -5,9 +5,10 @@ A full-factorial sweep of small Transformers on a synthetic task with a known da
 distribution. Every model is trained, its gap measured on fresh test data, and every bound
 family of the catalogue evaluated on its weights (with the initial weights as the reference
 for the families that measure distances to initialisation). Each measure is then scored as a
-predictor of the gap like Jiang et al. (2020): Kendall's τ over all models, granulated τ per
-hyper-parameter axis and their mean, and the sign-error rate over coupled pairs
-(:mod:`.scores`).
+predictor of the gap as the papers define the scores (:mod:`.scores`): Jiang et al. (2020)'s
+Kendall τ-a over all models (τ-b beside it) and granulated τ per hyper-parameter axis and their
+mean (every group counted), Dziugaite et al. (2020)'s weighted robust sign error over
+environments of coupled pairs, and the plain unweighted sign error beside it.
 
 **Tasks.**
 
@@ -41,11 +42,17 @@ set of size n is the first n samples of one pool (nested), with the same noise d
 initial weights depend on (seed, depth, width); the mini-batch index stream on the seed.
 
 **Measures** (the ``log10_*`` columns of ``models.csv``): ``log10_<family>`` for every
-family of the catalogue that :func:`specbound.analyze` evaluates; ``log10_<family>_per_sqrt_n``
-= that value divided by ``sqrt(n_train)``, the sample factor that the proxies omit (bounds.md
-§5) but every bound carries — without it a proxy cannot follow the ``n_train`` axis; and a
-baseline that knows nothing of the weights, ``log10_inv_sqrt_n`` (``1/sqrt(n_train)``; the
-catalogue's ``param_count`` is the other weight-free one).
+family of the catalogue that :func:`specbound.analyze` evaluates; ``log10_<family>_n_adj`` =
+that family adjusted for ``n_train`` the way its bound carries the sample size (the proxies
+omit it, bounds.md §5; without it a proxy cannot follow the ``n_train`` axis): a squared
+measure μ (log-prod-of-spec, sum-of-Frobenius, Frobenius-over-spectral, parameter count,
+Neyshabur's PAC-Bayes term) as ``sqrt(μ/n)``, as Dziugaite et al.'s code does, every other
+family as ``C/sqrt(n)`` (:func:`~.measure.adjusted_log10`; ``config.json``
+``sample_size_adjustment`` lists the rule of every family); and a baseline that knows nothing
+of the weights, ``log10_inv_sqrt_n`` (``1/sqrt(n_train)``; ``param_count`` and
+``param_count_n_adj`` are the other weight-free ones). Not scored: B_SA's adaptivity
+diagnostic ``frac_p_star_zero`` and ``median_log10_scale_margin`` (bounds.md §4; from the
+report's ``adaptivity``).
 
 **Reproducibility.** Every task trains with one torch thread, so a model's numbers do not
 depend on where it runs: the in-process, process-pool and Ray paths write identical

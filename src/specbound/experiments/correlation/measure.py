@@ -66,16 +66,42 @@ def train_and_measure(cfg_dict: dict[str, Any], hp: dict[str, Any], state: dict[
             "analysis_seconds": t2 - t1, "not_evaluated": not_evaluated}
 
 
+#: Families whose value is a *squared* complexity (its bound carries sqrt(value / n)): Jiang et
+#: al.'s log-prod-of-spec (Π‖A‖²), sum-of-Frobenius (d·(Π‖A‖_F²)^{1/d}), Frobenius-over-spectral
+#: (Σ‖A‖_F²/‖A‖²), the parameter count, and Neyshabur et al.'s PAC-Bayes term (Π‖A‖²·Σ‖A−A⁰‖_F²/‖A‖²,
+#: under a square root in their Theorem 1; Jiang's spec-init). Dziugaite et al.'s code
+#: (nitarshan/robust-generalization-measures, ``data/generation/measures.py``, the final dataset-size
+#: adjustment) compares every one of these measures as sqrt(μ/m) (for its ``LOG_`` measures
+#: ½(ln μ − ln m), the same thing in log space). Every other family is linear in its complexity
+#: (the bound is C/sqrt(n)).
+SQUARED_FAMILIES = frozenset({"log_prod_spec", "sum_fro", "fro_over_spec", "param_count", "neyshabur_pac_bayes"})
+
+
+def sample_size_adjustment(family: str) -> str:
+    """``"sqrt(mu/n)"`` for :data:`SQUARED_FAMILIES`, else ``"C/sqrt(n)"``."""
+    return "sqrt(mu/n)" if family in SQUARED_FAMILIES else "C/sqrt(n)"
+
+
+def adjusted_log10(family: str, log10_value: float, n: int) -> float:
+    """log10 of the family's value adjusted for the sample size ``n`` (:func:`sample_size_adjustment`)."""
+    half_log_n = 0.5 * math.log10(n)
+    if family in SQUARED_FAMILIES:
+        return 0.5 * log10_value - half_log_n
+    return log10_value - half_log_n
+
+
 def _measures(model: Any, init: Any, cfg: SweepConfig, hp: Mapping[str, Any]
               ) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """``log10_*`` measure columns (see the module docstring) and the families not evaluated
-    (the analysis's ``bounds_not_evaluated`` plus any without a finite log10 value)."""
+    """``log10_*`` measure columns (the family, ``log10_<family>_n_adj`` = the family adjusted for
+    n_train by :func:`adjusted_log10`, and ``log10_inv_sqrt_n``), B_SA's adaptivity diagnostic
+    (``frac_p_star_zero``, ``median_log10_scale_margin`` from the report's ``adaptivity``, not
+    scored) and the families not evaluated (the analysis's ``bounds_not_evaluated`` plus any
+    without a finite log10 value)."""
     from specbound.analysis import analyze
 
     s = cfg.settings_dict
     T = s["seq_len"] + (1 if cfg.task == "sparse-majority" else 0)
     report = analyze(model, init=init, seq_len=T)
-    half_log_n = 0.5 * math.log10(hp["n_train"])
     out: dict[str, Any] = {}
     not_evaluated = [dict(d) for d in report.not_evaluated]  # {"bound", "reason"}
     for name, b in sorted(report.bounds.items()):
@@ -84,6 +110,9 @@ def _measures(model: Any, init: Any, cfg: SweepConfig, hp: Mapping[str, Any]
             not_evaluated.append({"bound": name, "reason": f"log10 value {v!r} is not finite"})
             continue
         out[f"log10_{name}"] = float(v)
-        out[f"log10_{name}_per_sqrt_n"] = float(v) - half_log_n
-    out["log10_inv_sqrt_n"] = -half_log_n
+        out[f"log10_{name}_n_adj"] = adjusted_log10(name, float(v), hp["n_train"])
+    out["log10_inv_sqrt_n"] = -0.5 * math.log10(hp["n_train"])
+    ad = report.adaptivity or {}
+    out["frac_p_star_zero"] = ad.get("frac_p_star_zero")
+    out["median_log10_scale_margin"] = ad.get("median_log10_scale_margin")
     return out, not_evaluated

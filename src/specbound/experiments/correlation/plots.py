@@ -43,7 +43,8 @@ def scatter_measure(models: Any, column: str, score: dict[str, Any] | None, path
             return "n/a" if v is None or v != v else f"{v:+.2f}"
 
         ax.set_title(f"{name}\nτ = {fmt(score.get('kendall_tau'))}, granulated τ = "
-                     f"{fmt(score.get('granulated_tau_mean'))}, sign error = {fmt(score.get('sign_error_rate'))}",
+                     f"{fmt(score.get('granulated_tau_mean'))}, robust sign error (max) = "
+                     f"{fmt(score.get('robust_sign_error_max'))}",
                      fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -51,8 +52,9 @@ def scatter_measure(models: Any, column: str, score: dict[str, Any] | None, path
 
 
 def ranking_chart(scores: Any, path: Path, title: str = "") -> Path:
-    """Horizontal bars per measure: Kendall τ, granulated τ mean and 1 − 2·(sign-error rate)
-    (so that all three read 'higher is better', 0 = chance), in the order of ``scores``."""
+    """Horizontal bars per measure: Kendall τ-a, granulated τ mean and 1 − 2·(Dziugaite et al.'s
+    mean weighted sign error over environments) (so that all three read 'higher is better',
+    0 = chance), in the order of ``scores``."""
     import numpy as np
 
     from matplotlib.figure import Figure
@@ -61,13 +63,14 @@ def ranking_chart(scores: Any, path: Path, title: str = "") -> Path:
     y = np.arange(len(names))
     fig = Figure(figsize=(7.5, 0.28 * len(names) + 1.4))
     ax = fig.subplots()
-    series = [("kendall_tau", "Kendall τ", "tab:blue"),
+    series = [("kendall_tau", "Kendall τ-a", "tab:blue"),
               ("granulated_tau_mean", "granulated τ (mean over axes)", "tab:orange")]
     h = 0.27
     for k, (col, label, color) in enumerate(series):
         ax.barh(y + (k - 1) * h, scores[col].astype(float).fillna(0.0), height=h, label=label, color=color)
-    sign = 1 - 2 * scores["sign_error_rate"].astype(float)
-    ax.barh(y + h, sign.fillna(0.0), height=h, label="1 − 2·sign-error rate", color="tab:green")
+    sign = 1 - 2 * scores["robust_sign_error_mean"].astype(float)
+    ax.barh(y + h, sign.fillna(0.0), height=h, label="1 − 2·weighted sign error (mean over environments)",
+            color="tab:green")
     ax.set_yticks(y, names, fontsize=7)
     ax.invert_yaxis()
     ax.axvline(0, color="k", lw=0.6)

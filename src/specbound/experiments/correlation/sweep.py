@@ -18,8 +18,8 @@ from specbound.experiments.common import (
     write_text_atomic,
 )
 from specbound.experiments.correlation.config import ModelSpec, SweepConfig, expand_grid, model_key
-from specbound.experiments.correlation.measure import train_and_measure
-from specbound.experiments.correlation.scores import score_table
+from specbound.experiments.correlation.measure import sample_size_adjustment, train_and_measure
+from specbound.experiments.correlation.scores import MIN_ESS, score_table
 
 
 def _cache_path(out: Path, spec: ModelSpec) -> Path:
@@ -98,7 +98,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, jobs: int = 1, ray_address: 
         raise InputError(f"every model of the sweep failed; first error: {failed[0][0]}: {failed[0][1]}")
     models = pd.DataFrame([rows[i] for i in sorted(rows)])
     axes = [a for a in cfg.swept_axes]
-    scores = score_table(models, axes)
+    n_test = int(cfg.settings_dict["n_test"])
+    scores = score_table(models, axes, n_test=n_test)
     write_text_atomic(out / "models.csv", models.to_csv(index=False))
     write_text_atomic(out / "scores.csv", scores.to_csv(index=False))
     files = [str(out / "models.csv"), str(out / "scores.csv")]
@@ -120,7 +121,24 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, jobs: int = 1, ray_address: 
         "gap": "train accuracy - test accuracy on fresh data of the same (noisy) distribution; "
                "loss_gap = test loss - train loss",
         "granulated_over": axes,
+        "scores": {
+            "kendall_tau": "tau-a (Jiang et al. 2020, eq. 2); kendall_tau_b: tau-b beside it",
+            "granulated_tau": "Jiang et al. 2020 eqs. 3-4: mean of tau-a over every group of models differing in one "
+                              "axis (a group with constant gaps contributes 0; n_constant_groups_<axis>)",
+            "robust_sign_error": "Dziugaite et al. 2020 (nitarshan/robust-generalization-measures, "
+                                 "experiments/coupled_networks/create_environments.py and "
+                                 "figure_cdf_all_measures.py): Hoeffding pair weights (w - 1/2)_+ at n_test "
+                                 "test samples, weighted mean per environment, mean / 90th percentile / max over "
+                                 "environments; accuracy gap only",
+            "n_test": n_test,
+            "min_ess": MIN_ESS,
+            "sign_error_unweighted": "plain mean over coupled pairs (equal gaps left out, equal measures 1/2)",
+        },
+        "sample_size_adjustment": {
+            c[len("log10_"):-len("_n_adj")]: sample_size_adjustment(c[len("log10_"):-len("_n_adj")])
+            for c in models.columns if c.startswith("log10_") and c.endswith("_n_adj")},
         "measures": [c for c in models.columns if c.startswith("log10_")],
+        "not_scored": ["frac_p_star_zero", "median_log10_scale_margin"],
         "measures_not_evaluated": not_evaluated,
         "timings_seconds": timings,
         "files": [Path(f).name for f in files] + ["config.json"],

@@ -1,6 +1,12 @@
 """Growth exponents of E2: the slope of log10(proxy) against log10 N at fixed L and against
 L at fixed N (:func:`specbound.experiments.stats.fit_slope`, 95 % t intervals), and one pooled
-fit ``log10 proxy = c + a·log10 N + b·L`` over the whole grid."""
+fit ``log10 proxy = c + a·log10 N + b·L`` over the whole grid.
+
+**What the intervals measure.** Every grid point is one checkpoint (one trained model, no
+replicates), so an interval here is the OLS interval of the slope given the residuals around
+a straight line in log-log (or log-linear) coordinates: it measures **lack of fit** (how far
+the growth is from a pure power law over the grid), not sampling error over training runs or
+seeds. ``exponents.csv`` says so in its ``interval_measures`` column (:data:`INTERVAL_MEANING`)."""
 
 from __future__ import annotations
 
@@ -13,6 +19,11 @@ import pandas as pd
 from specbound.experiments.stats import fit_slope, t_ppf
 
 
+#: The ``interval_measures`` cell of every row of ``exponents.csv``.
+INTERVAL_MEANING = ("lack of fit: OLS interval over single checkpoints (one model per grid point, no replicates), "
+                    "not sampling error")
+
+
 def fit_exponents(models: pd.DataFrame, families: list[str]) -> pd.DataFrame:
     """Growth exponents of every bound family over the grid in ``models``.
 
@@ -20,6 +31,7 @@ def fit_exponents(models: pd.DataFrame, families: list[str]) -> pd.DataFrame:
     log10(proxy) against log10(N) at each L (the exponent a in proxy ∝ N^a), and against L at
     each N (decades per layer), wherever at least two grid points share the fixed value; plus
     one pooled fit log10 proxy = c + a·log10 N + b·L over the whole grid (rows ``fixed=all``).
+    Every row's ``interval_measures`` says what its interval measures (module docstring).
     """
     rows: list[dict[str, Any]] = []
     for fam in families:
@@ -45,7 +57,10 @@ def fit_exponents(models: pd.DataFrame, families: list[str]) -> pd.DataFrame:
                     }
                 )
         rows.extend(_pooled_rows(fam, d, col))
-    cols = ["family", "x", "fixed", "fixed_value", "x_values", "n_points", "slope", "ci_low", "ci_high", "interval", "r2"]
+    cols = ["family", "x", "fixed", "fixed_value", "x_values", "n_points", "slope", "ci_low", "ci_high", "interval",
+            "interval_measures", "r2"]
+    for r in rows:
+        r["interval_measures"] = INTERVAL_MEANING
     df = pd.DataFrame(rows, columns=cols)
     df["fixed_value"] = pd.array(df["fixed_value"].tolist(), dtype="Int64")
     return df

@@ -60,7 +60,9 @@ def plot_proxy_scaling(models: pd.DataFrame, families: list[str], out: Path) -> 
             _tidy_log_axes(ax)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
-        fig.suptitle(f"Growth of the proxies with {against} at fixed {fixed} (normalised by the first point)", fontsize=10)
+        fig.suptitle(f"Growth of the proxies with {against} at fixed {fixed} (normalised by the first point)\n"
+                     "one checkpoint per point: the exponent intervals of exponents.csv are OLS intervals that "
+                     "measure lack of fit, not sampling error", fontsize=9)
         path = Path(out) / fname
         fig.savefig(path, dpi=110)
         written.append(path)

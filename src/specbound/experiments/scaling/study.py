@@ -230,7 +230,10 @@ def run_scaling(
             not_evaluated.setdefault(key, item if isinstance(item, dict) else {"bound": key})
         mats: pd.DataFrame = rep.matrices
         row["mean_p_star"] = float(mats["p_star"].mean())
-        row["frac_p_star_zero"] = float((mats["p_star"] == 0).mean())
+        ad = getattr(rep, "adaptivity", None) or {}
+        row["frac_p_star_zero"] = (float(ad["frac_p_star_zero"]) if ad.get("frac_p_star_zero") is not None
+                                   else float((mats["p_star"] == 0).mean()))
+        row["median_log10_scale_margin"] = ad.get("median_log10_scale_margin")  # B_SA's adaptivity (bounds.md §4)
         row["log10_sa_p0_cap"] = _log10_sa_p0_cap(mats, e.L)
         row["n_matrices"] = len(mats)
         n11 = norms_11(path, cfg.device)
@@ -307,7 +310,10 @@ def run_scaling(
             "spectrum_adaptive": "B_SA (bounds.md section 4)",
             "edelman": "B_E (bounds.md section 5)",
             "mean_p_star": "mean over the model's matrices of the chosen Schatten index p*",
-            "frac_p_star_zero": "fraction of the model's matrices whose p* is 0 (their summand is sqrt(N*rank))",
+            "frac_p_star_zero": "fraction of the model's matrices whose p* is 0 (their summand is sqrt(N*rank)); "
+            "from the report's adaptivity (bounds.md section 4)",
+            "median_log10_scale_margin": "median over the matrices of log10(scale) - log10(c_break): decades by "
+            "which B_SA's scale must shrink before a spectrum is used (report adaptivity, bounds.md section 4)",
             "log10_sa_p0_cap": "log10(sum_A sqrt(N*rank A) + sqrt(L)): B_SA if every p* were 0, an upper "
             "bound on B_SA that does not depend on the weight values (exponents.csv fits it as family sa_p0_cap)",
             "sum_norm_11": "sum over QK, OV, M_in, M_out of the entrywise (1,1) norm (computed here, QK/OV formed)",
@@ -315,6 +321,8 @@ def run_scaling(
         "exponent_definition": "slope of log10(proxy) against log10(N) at fixed L (exponent of N) and "
         "against L at fixed N (decades per layer); 95% t intervals; pooled rows fit "
         "log10 proxy = c + a*log10 N + b*L over the whole grid",
+        "exponent_intervals": "OLS intervals over single checkpoints (one model per grid point, no replicates): "
+        "they measure lack of fit of the power law, not sampling error (exponents.csv interval_measures)",
         "versions": versions(),
         "started_utc": started,
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

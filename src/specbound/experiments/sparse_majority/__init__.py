@@ -8,23 +8,35 @@ Protocol (and where this implementation deviates; every deviation is also record
 
 * Data per run (seeded): ``x ∈ {0,1}^T`` uniform, a fixed support ``S`` of ``s = 9``
   positions, label ``y = 1`` iff at least 5 of the 9 bits in S are 1. Token embeddings
-  ("0", "1", "[CLS]") in R^64: Gaussian vectors, Gram–Schmidt orthogonalised, each scaled to
-  unit ℓ1 norm. [CLS] is appended last (position T); the sinusoidal positional encoding of
-  Vaswani et al. (``PE[t, 2i] = sin(t / 10000^{2i/d})``, ``PE[t, 2i+1] = cos(…)``) is added at
-  every position 0..T. Embeddings are fixed (not trained).
+  ("0", "1", "[CLS]") in R^64: drawn U(−1, 1)^64, Gram–Schmidt orthogonalised, each scaled to
+  unit ℓ1 norm (the authors' script). [CLS] is appended last (position T); the sinusoidal
+  positional encoding of the authors' script (``PE[t, i] = sin(t / 10000^{i/d})`` for even i,
+  ``cos(…)`` for odd i: exponent i/d) is added at every position 0..T. Embeddings are fixed
+  (not trained).
 * Model: one multi-head self-attention layer (2 heads, Keras-style ``key_dim`` 64 per head,
   value dim 64, output projection back to 64, with biases, scores scaled by 1/sqrt(64)),
   ReLU, a linear layer 64→64, a linear read-out of the [CLS] position to 2 logits. No
-  residual, no LayerNorm. Kernels Glorot-uniform, biases zero (Keras defaults).
-* Training: SGD, lr 0.01, momentum 0.9 (PyTorch form ``v ← μv + g``, ``θ ← θ − lr·v``),
-  ``lr_t = max(0.01 · 0.999^t, 0.001)``; **full-batch** steps on the 300 training samples
+  residual, no LayerNorm. Kernels Glorot-uniform with Keras' fans (for the attention
+  kernels those of Keras' 3-D kernels), biases zero, read-out N(0, 0.05²) (the script's
+  ``random_normal``).
+* Training: binary cross-entropy from logits on one-hot labels (the script's loss; also the
+  reported losses and the selection loss), SGD, lr 0.01, momentum 0.9 in Keras' form
+  (``v ← μv − lr·g``, ``θ ← θ + v``), ``lr_t = max(0.01 · 0.999^(t+1), 0.001)``; **full-batch** steps on the 300 training samples
   (the original used mini-batches); stop at the first state with 100% training accuracy or at
   the epoch cap; keep the weights with the best loss on a **separate validation set** (the
   original selected on its test set). Candidates for selection are the states after each
   update (epochs 1..E), as a per-epoch checkpoint callback would see them.
 * Measured per run on fresh test data (10,000 samples): train/test accuracy and loss and
-  their gaps; ℓ1 norm of every weight (biases separately) and their sum; spectral/Frobenius/
-  (2,1) norms of the canonical matrices; every bound proxy of :func:`specbound.analyze`.
+  their gaps; the entrywise ℓ1 norm of every trainable variable and their sum
+  ``l1_sum_all_variables`` (Trauger & Tewari's tracked quantity: weights and biases), the sum
+  over the six weight matrices alone ``l1_sum_weights_only`` (a different quantity) and
+  ``l1_bias_sum``; spectral/Frobenius/(2,1) norms of the canonical matrices; every bound
+  proxy of :func:`specbound.analyze` evaluated at sequence length T + 1 (so the library's
+  ``edelman_seq_len`` = B_E·sqrt(ln(T+1)) is the one sequence-length variant, bounds.md §5);
+  B_SA's adaptivity diagnostic ``frac_p_star_zero``, ``median_log10_scale_margin``.
+* Trends: every quantity's slope against log2 T twice, over all runs and over the runs that
+  reached 100% training accuracy (``runs`` = all / fitted in ``trends.csv``), with the number
+  of runs stopped at the epoch cap per T (``capped_per_T``) in the table and the plots.
 
 Engineering:
 
@@ -75,7 +87,6 @@ from specbound.experiments.sparse_majority.model import (
     model_inputs,
 )
 from specbound.experiments.sparse_majority.norms import (
-    DERIVED_BOUND_COLUMNS,
     analyze_available,
     bound_columns,
     to_transformer_weights,
@@ -100,7 +111,6 @@ from specbound.experiments.sparse_majority.train import (
 __all__ = [
     "BIASES",
     "CLS",
-    "DERIVED_BOUND_COLUMNS",
     "KERNELS",
     "PARAM_NAMES",
     "PROTOCOL_DEVIATIONS",

@@ -12,23 +12,25 @@ CLS = 2  #: token id of [CLS]; "0" and "1" are ids 0 and 1
 
 
 def sinusoidal_encoding(n_positions: int, d: int) -> np.ndarray:
-    """Sinusoidal positional encoding, shape ``[n_positions, d]`` (float64):
-    ``PE[t, 2i] = sin(t / 10000^{2i/d})``, ``PE[t, 2i+1] = cos(t / 10000^{2i/d})``."""
+    """Sinusoidal positional encoding of the authors' script (traugerjacob/Transformer-Gen-Bounds
+    ``run_experiment.py``, ``make_pe``), shape ``[n_positions, d]`` (float64):
+    ``PE[t, i] = sin(t / 10000^{i/d})`` for even ``i`` and ``cos(t / 10000^{i/d})`` for odd ``i``
+    (their exponent is ``i/d`` for every column, not Vaswani et al.'s ``2⌊i/2⌋/d``)."""
     if d % 2:
         raise ValueError("d must be even")
     pos = np.arange(n_positions, dtype=np.float64)[:, None]
-    i2 = np.arange(0, d, 2, dtype=np.float64)[None, :]
-    angle = pos / np.power(10000.0, i2 / d)
-    pe = np.zeros((n_positions, d))
-    pe[:, 0::2] = np.sin(angle)
-    pe[:, 1::2] = np.cos(angle)
+    i = np.arange(d, dtype=np.float64)[None, :]
+    angle = pos / np.power(10000.0, i / d)
+    pe = np.cos(angle)
+    pe[:, 0::2] = np.sin(angle[:, 0::2])
     return pe
 
 
 def make_embeddings(rng: np.random.Generator, d: int, n_tokens: int = 3) -> np.ndarray:
-    """``n_tokens`` Gaussian vectors in R^d, Gram–Schmidt orthogonalised (in order), each
-    scaled to unit ℓ1 norm. Shape ``[n_tokens, d]``; rows are tokens "0", "1", "[CLS]"."""
-    raw = rng.standard_normal((n_tokens, d))
+    """``n_tokens`` vectors drawn U(−1, 1)^d (as in the authors' script), Gram–Schmidt
+    orthogonalised in order, each then scaled to unit ℓ1 norm. Shape ``[n_tokens, d]``; rows
+    are tokens "0", "1", "[CLS]"."""
+    raw = rng.uniform(-1.0, 1.0, size=(n_tokens, d))
     out = np.zeros_like(raw)
     for i in range(n_tokens):
         v = raw[i].copy()

@@ -1,4 +1,4 @@
-"""E1 model: Keras-default initialisation, the exact CLS-only batched forward
+"""E1 model: the initialisation of the authors' script (Keras defaults), the exact CLS-only batched forward
 (:func:`forward_cls`) and the textbook forward it is checked against."""
 
 from __future__ import annotations
@@ -17,27 +17,45 @@ KERNELS = ("W_q", "W_k", "W_v", "W_o", "W_in", "W_out")
 BIASES = ("b_q", "b_k", "b_v", "b_o", "b_in", "b_out")
 
 
-def _glorot(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
+def _glorot(rng: np.random.Generator, shape: tuple[int, ...], keras_shape: tuple[int, ...]) -> np.ndarray:
+    """Keras' ``glorot_uniform`` for a kernel Keras stores with ``keras_shape``, drawn and
+    returned with ``shape`` (same number of entries). Keras' fans: for a 2-D shape
+    ``(fan_in, fan_out)``; for more dimensions ``fan_in = shape[-2]·r``, ``fan_out = shape[-1]·r``
+    with ``r = Π shape[:-2]`` (its receptive-field size)."""
+    if len(keras_shape) == 2:
+        fan_in, fan_out = keras_shape
+    else:
+        r = math.prod(keras_shape[:-2])
+        fan_in, fan_out = keras_shape[-2] * r, keras_shape[-1] * r
     lim = math.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-lim, lim, size=(fan_in, fan_out))
+    return rng.uniform(-lim, lim, size=shape)
+
+
+#: Standard deviation of the read-out's initial weights (Keras ``random_normal`` default).
+READOUT_STD = 0.05
 
 
 def init_params(rng: np.random.Generator, cfg: SparseMajorityConfig) -> dict[str, np.ndarray]:
-    """Keras-default initialisation of one run (row-vector kernels ``[in, out]``):
+    """Initialisation of the authors' script (Keras defaults; row-vector kernels ``[in, out]``):
 
-    ``W_q, W_k, W_v``: ``[d, H·key_dim]`` (Glorot over fan-in d and fan-out H·key_dim, as
-    Keras' einsum dense does for ``[d, H, key_dim]``); ``W_o``: ``[H·key_dim, d]``;
-    ``W_in``: ``[d, d_hidden]``; ``W_out``: ``[d_hidden, n_classes]``; biases zero.
+    ``W_q, W_k, W_v``: ``[d, H·key_dim]``, glorot-uniform with the fans Keras computes for its
+    3-D ``MultiHeadAttention`` kernels ``[d, H, key_dim]`` (fan_in = H·d, fan_out = key_dim·d);
+    ``W_o``: ``[H·key_dim, d]`` from Keras' ``[H, key_dim, d]`` (fan_in = key_dim·H,
+    fan_out = d·H); ``W_in``: ``[d, d_hidden]`` glorot-uniform (a ``Dense`` layer);
+    ``W_out``: ``[d_hidden, n_classes]`` drawn N(0, 0.05²) (their ``Last_Linear`` uses
+    ``random_normal``); biases zero.
     """
-    d, hk = cfg.d_model, cfg.n_heads * cfg.key_dim
+    d, H, k = cfg.d_model, cfg.n_heads, cfg.key_dim
+    hk = H * k
     p = {
-        "W_q": _glorot(rng, d, hk), "W_k": _glorot(rng, d, hk), "W_v": _glorot(rng, d, hk),
-        "W_o": _glorot(rng, hk, d), "W_in": _glorot(rng, d, cfg.d_hidden),
-        "W_out": _glorot(rng, cfg.d_hidden, cfg.n_classes),
+        "W_q": _glorot(rng, (d, hk), (d, H, k)), "W_k": _glorot(rng, (d, hk), (d, H, k)),
+        "W_v": _glorot(rng, (d, hk), (d, H, k)), "W_o": _glorot(rng, (hk, d), (H, k, d)),
+        "W_in": _glorot(rng, (d, cfg.d_hidden), (d, cfg.d_hidden)),
+        "W_out": rng.normal(0.0, READOUT_STD, size=(cfg.d_hidden, cfg.n_classes)),
     }
     p.update(b_q=np.zeros(hk), b_k=np.zeros(hk), b_v=np.zeros(hk), b_o=np.zeros(d),
              b_in=np.zeros(cfg.d_hidden), b_out=np.zeros(cfg.n_classes))
-    return {k: p[k] for k in PARAM_NAMES}
+    return {k_: p[k_] for k_ in PARAM_NAMES}
 
 
 def forward_cls(params: dict[str, torch.Tensor], bits: torch.Tensor, x0: torch.Tensor,

@@ -3,7 +3,6 @@ experiment's own norms (:func:`weight_norms`) and the library's bound columns.""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -55,8 +54,11 @@ def to_transformer_weights(params: dict[str, torch.Tensor], cfg: SparseMajorityC
 def weight_norms(params: dict[str, torch.Tensor], cfg: SparseMajorityConfig) -> dict[str, float]:
     """Norms computed here, independently of :func:`specbound.analyze` (float64):
 
-    ``l1_<name>`` entrywise ℓ1 norm of every kernel and bias; ``l1_norm_sum`` = Σ over the six
-    kernels (the quantity Trauger & Tewari track), ``l1_bias_sum``, ``l1_norm_sum_with_biases``;
+    ``l1_<name>`` entrywise ℓ1 norm of every kernel and bias; ``l1_sum_all_variables`` = Σ over
+    every trainable variable, the twelve kernels and biases (the quantity Trauger & Tewari
+    track: their script sums ``tf.norm(v, ord=1)`` over ``model.trainable_variables``);
+    ``l1_sum_weights_only`` = Σ over the six kernels alone (a different quantity);
+    ``l1_bias_sum``;
     ``spec_/fro_/norm21_<M>`` for the canonical matrices M ∈ {QK_h, OV_h, M_in, M_out} and the
     full projection kernels W_q, W_k, W_v, W_o ((2,1) = sum of column ℓ2 norms, row-vector
     orientation).
@@ -65,9 +67,9 @@ def weight_norms(params: dict[str, torch.Tensor], cfg: SparseMajorityConfig) -> 
     out: dict[str, float] = {}
     for name in PARAM_NAMES:
         out[f"l1_{name}"] = float(p[name].abs().sum())
-    out["l1_norm_sum"] = sum(out[f"l1_{k}"] for k in KERNELS)
+    out["l1_sum_weights_only"] = sum(out[f"l1_{k}"] for k in KERNELS)
     out["l1_bias_sum"] = sum(out[f"l1_{k}"] for k in BIASES)
-    out["l1_norm_sum_with_biases"] = out["l1_norm_sum"] + out["l1_bias_sum"]
+    out["l1_sum_all_variables"] = sum(out[f"l1_{k}"] for k in PARAM_NAMES)
     H, k = cfg.n_heads, cfg.key_dim
     mats: dict[str, torch.Tensor] = {}
     for h in range(H):
@@ -94,25 +96,21 @@ def analyze_available() -> bool:
         return False
 
 
-#: Columns derived here from a library bound (not bound families of the library).
-DERIVED_BOUND_COLUMNS = {
-    "log10_edelman_logT": "this experiment's construction: the library's Edelman proxy B_E times "
-    "ln T, the sequence-length factor of Edelman et al. (2022) that the proxy omits (bounds.md §5); "
-    "its growth in T is by construction",
-}
-
-
 def bound_columns(params: dict[str, torch.Tensor], cfg: SparseMajorityConfig, T: int,
-                  source: str = "sparse_majority") -> dict[str, float]:
+                  source: str = "sparse_majority") -> dict[str, Any]:
     """INTEGRATION POINT with the core API: ``log10_<bound name>`` for every bound family
-    that :func:`specbound.analyze` reports (ReLU, so ``l_phi = 1``), plus
-    :data:`DERIVED_BOUND_COLUMNS`. Returns ``{}`` when ``specbound.analyze`` is not available."""
+    that :func:`specbound.analyze` reports (ReLU, so ``l_phi = 1``) at sequence length T + 1
+    (T bits and [CLS]; the library's ``edelman_seq_len`` is the one sequence-length family,
+    bounds.md §5), and B_SA's adaptivity diagnostic from the report (``frac_p_star_zero``,
+    ``median_log10_scale_margin``, bounds.md §4). Returns ``{}`` when ``specbound.analyze`` is
+    not available."""
     if not analyze_available():
         return {}
     import specbound
 
-    report = specbound.analyze(to_transformer_weights(params, cfg, source), l_phi=1.0)
-    out = {f"log10_{name}": float(b.log10_value) for name, b in sorted(report.bounds.items())}
-    if "log10_edelman" in out:
-        out["log10_edelman_logT"] = out["log10_edelman"] + math.log10(math.log(T))
+    report = specbound.analyze(to_transformer_weights(params, cfg, source), l_phi=1.0, seq_len=T + 1)
+    out: dict[str, Any] = {f"log10_{name}": float(b.log10_value) for name, b in sorted(report.bounds.items())}
+    ad = report.adaptivity or {}
+    out["frac_p_star_zero"] = ad.get("frac_p_star_zero")
+    out["median_log10_scale_margin"] = ad.get("median_log10_scale_margin")
     return out

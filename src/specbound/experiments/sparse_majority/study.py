@@ -27,7 +27,6 @@ from specbound.experiments.sparse_majority.config import (
 )
 from specbound.experiments.sparse_majority.data import SparseMajorityData
 from specbound.experiments.sparse_majority.norms import (
-    DERIVED_BOUND_COLUMNS,
     analyze_available,
     bound_columns,
     to_transformer_weights,
@@ -141,8 +140,17 @@ def run_study(cfg: SparseMajorityConfig, out: str | Path, progress: ProgressCall
         "runs_stopped_at_cap": int(runs["stopped_at_cap"].sum()),
         "bounds_available": have_bounds,
         "bound_columns": [c for c in runs.columns if c.startswith("log10_")],
-        "derived_bound_columns": {k: v for k, v in DERIVED_BOUND_COLUMNS.items() if k in runs.columns},
-        "protocol_deviations": PROTOCOL_DEVIATIONS,
+        "sequence_length_family": "edelman_seq_len (the library's B_E * sqrt(ln T), bounds.md section 5), "
+                                  "evaluated at T + 1 tokens (T bits and [CLS])",
+        "l1_quantities": {
+            "l1_sum_all_variables": "Trauger & Tewari's tracked quantity: sum of the entrywise l1 norms of "
+                                    "every trainable variable (6 kernels and 6 biases)",
+            "l1_sum_weights_only": "sum over the 6 kernels alone (not their quantity)",
+        },
+        "runs_stopped_at_cap_per_T": capped_per_T(runs),
+        "trends": "slope against log2 T per quantity, twice: runs = all (every run) and runs = fitted "
+                  "(runs that reached 100% training accuracy, i.e. not stopped at the epoch cap)",
+        "deviations": PROTOCOL_DEVIATIONS,
         "quick_deviations": QUICK_DEVIATIONS if cfg.quick else [],
         "trend_x": "log2(T): slopes are per doubling of T",
         "model_mapping_notes": [n.to_dict() for n in _mapping_notes(cfg)],
@@ -176,31 +184,50 @@ def _run_line(row: dict[str, Any], cached: bool) -> str:
     return (f"T={row['T']} seed={row['seed']}{' [cached]' if cached else ''}: "
             f"epochs={row['epochs']}{cap} train_acc={row['train_acc']:.3f} "
             f"test_acc={row['test_acc']:.3f} gap={row['acc_gap']:+.3f} "
-            f"l1_sum={row['l1_norm_sum']:.1f} {bounds}").rstrip()
+            f"l1_sum_all_variables={row['l1_sum_all_variables']:.1f} {bounds}").rstrip()
 
 
 #: Columns that identify a run or describe its bookkeeping rather than a measured quantity.
 _NOT_TRENDED = {"T", "seed", "stopped_at_cap", "train_seconds"}
 
 
+def capped_per_T(runs: Any) -> dict[str, int]:
+    """``{"T": number of runs stopped at the epoch cap}`` for every T of ``runs``."""
+    g = runs.groupby("T")["stopped_at_cap"].apply(lambda c: int(c.astype(bool).sum()))
+    return {str(int(T)): int(v) for T, v in g.items()}
+
+
+def _capped_text(runs: Any) -> str:
+    n = runs.groupby("T").size()
+    return " ".join(f"T={T}:{c}/{int(n.loc[int(T)])}" for T, c in capped_per_T(runs).items())
+
+
 def compute_trends(runs: Any, level: float = 0.95) -> Any:
-    """Per numeric quantity of ``runs``: OLS slope against log2(T) over all runs (seeds as
-    replicates) with a ``level`` t-interval (:func:`~specbound.experiments.stats.fit_slope`:
-    empty slope/intercept with fewer than 2 finite values or a single T, empty interval with
-    fewer than 3). Columns: quantity, n, slope_per_doubling, ci_low, ci_high,
-    ci_contains_zero, intercept, mean, std."""
+    """Per numeric quantity of ``runs``, twice: OLS slope against log2(T) over all runs
+    (``runs = "all"``) and over the fitted runs only (``runs = "fitted"``: not stopped at the
+    epoch cap), seeds as replicates, with a ``level`` t-interval
+    (:func:`~specbound.experiments.stats.fit_slope`: empty slope/intercept with fewer than 2
+    finite values or a single T, empty interval with fewer than 3). Columns: quantity, runs,
+    n, n_capped (capped runs among all), capped_per_T (``T=16:0/4 T=32:1/4 …``),
+    slope_per_doubling, ci_low, ci_high, ci_contains_zero, intercept, mean, std."""
     import pandas as pd
 
-    x = np.log2(runs["T"].to_numpy(dtype=float))
+    capped = runs["stopped_at_cap"].astype(bool).to_numpy()
+    n_capped = int(capped.sum())
+    text = _capped_text(runs)
+    x_all = np.log2(runs["T"].to_numpy(dtype=float))
     recs = []
     for col in runs.columns:
         if col in _NOT_TRENDED or not pd.api.types.is_numeric_dtype(runs[col]):
             continue
-        y = runs[col].to_numpy(dtype=float)
-        fit = fit_slope(x, y, level)
-        recs.append({"quantity": col, "n": fit.n, "slope_per_doubling": fit.slope,
-                     "ci_low": fit.ci_low, "ci_high": fit.ci_high,
-                     "ci_contains_zero": fit.contains_zero, "intercept": fit.intercept,
-                     "mean": float(np.nanmean(y)) if np.isfinite(y).any() else float("nan"),
-                     "std": float(np.nanstd(y)) if np.isfinite(y).any() else float("nan")})
+        y_all = runs[col].to_numpy(dtype=float)
+        for which, keep in (("all", np.ones_like(capped)), ("fitted", ~capped)):
+            x, y = x_all[keep], y_all[keep]
+            fit = fit_slope(x, y, level)
+            fin = np.isfinite(y)
+            recs.append({"quantity": col, "runs": which, "n": fit.n, "n_capped": n_capped, "capped_per_T": text,
+                         "slope_per_doubling": fit.slope, "ci_low": fit.ci_low, "ci_high": fit.ci_high,
+                         "ci_contains_zero": fit.contains_zero, "intercept": fit.intercept,
+                         "mean": float(np.nanmean(y)) if fin.any() else float("nan"),
+                         "std": float(np.nanstd(y)) if fin.any() else float("nan")})
     return pd.DataFrame(recs)

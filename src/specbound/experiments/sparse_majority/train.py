@@ -61,12 +61,37 @@ def run_init(cfg: SparseMajorityConfig, spec: RunSpec) -> dict[str, np.ndarray]:
     return init_params(_run_streams(cfg, spec)[1], cfg)
 
 
-def _ce_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-run mean cross-entropy ``[R]`` and number correct ``[R]`` (int64)."""
-    R, n, C = logits.shape
-    ce = torch.nn.functional.cross_entropy(logits.reshape(R * n, C), y.reshape(R * n), reduction="none")
+def bce_one_hot(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Elementwise binary cross-entropy from logits against one-hot labels (the loss of the
+    authors' script: Keras ``BinaryCrossentropy(from_logits=True)`` on ``one_hot(y, 2)``), shape
+    of ``logits``; its mean over the last axis is Keras' per-sample loss."""
+    target = torch.nn.functional.one_hot(y, logits.shape[-1]).to(logits.dtype)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+
+def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-run mean loss ``[R]`` (:func:`bce_one_hot` averaged over samples and logits) and
+    number correct ``[R]`` (argmax, int64)."""
+    loss = bce_one_hot(logits, y).mean(-1).mean(-1)  # Keras: per-sample mean over the logits, then the batch
     correct = (logits.argmax(-1) == y).sum(-1)
-    return ce.view(R, n).mean(-1), correct
+    return loss, correct
+
+
+def lr_at(cfg: SparseMajorityConfig, epoch: int) -> float:
+    """The learning rate of the update from state ``epoch`` to ``epoch + 1``: the authors'
+    ``scheduler`` (lr·0.999, floored at 0.001) applied by Keras' ``LearningRateScheduler`` at
+    the start of every epoch, the first included: ``max(lr·decay^(epoch+1), lr_min)``."""
+    return max(cfg.lr * cfg.lr_decay ** (epoch + 1), cfg.lr_min)
+
+
+@torch.no_grad()
+def keras_sgd_step(params: dict[str, torch.Tensor], vel: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+                   lr: float, momentum: float) -> None:
+    """One SGD-with-momentum update in Keras' form, in place: ``v ← μ·v − lr·g``, ``θ ← θ + v``
+    (PyTorch's ``v ← μ·v + g``, ``θ ← θ − lr·v`` differs once lr changes)."""
+    for k in params:
+        vel[k].mul_(momentum).sub_(lr * grads[k])
+        params[k].add_(vel[k])
 
 
 def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
@@ -75,8 +100,10 @@ def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
                progress_every: int = 100) -> list[RunResult]:
     """Train runs of one length T together as one batched model (leading run dimension).
 
-    Full-batch SGD with momentum; lr_t = max(lr·decay^t, lr_min) for the update from state t
-    to t+1. State t is evaluated (train accuracy/loss, validation loss) before its update;
+    Full-batch SGD with momentum in Keras' form (``v ← μ·v − lr_t·g``, ``θ ← θ + v``, as the
+    authors' Keras optimiser), with lr_t = max(lr·decay^(t+1), lr_min) for the update from state
+    t to t+1 (Keras' ``LearningRateScheduler`` applies their schedule before the first epoch too).
+    Loss: :func:`bce_one_hot`. State t is evaluated (train accuracy/loss, validation loss) before its update;
     a run stops at the first state with 100% training accuracy or after ``cfg.max_epochs``
     updates; the state with the lowest validation loss among states 1..stop is kept.
     Finished runs leave the batch. Returns results in the order of ``specs``.
@@ -116,9 +143,9 @@ def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
             for v in params.values():
                 v.requires_grad_(True)
             logits = forward_cls(params, b_tr, x0, d_emb, cfg.n_heads)
-            loss, correct = _ce_acc(logits, y_tr)
+            loss, correct = _loss_acc(logits, y_tr)
             with torch.no_grad():
-                vloss, _ = _ce_acc(forward_cls(params, b_va, x0, d_emb, cfg.n_heads), y_va)
+                vloss, _ = _loss_acc(forward_cls(params, b_va, x0, d_emb, cfg.n_heads), y_va)
             loss_l, corr_l, vloss_l = loss.tolist(), correct.tolist(), vloss.tolist()
             # model selection on states 1..stop
             if epoch >= 1:
@@ -154,7 +181,7 @@ def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
             keep = [i for i in range(len(active)) if i not in set(done)]
             if not keep:
                 break
-            lr = max(cfg.lr * cfg.lr_decay**epoch, cfg.lr_min)
+            lr = lr_at(cfg, epoch)
             with torch.no_grad():
                 g = dict(zip(PARAM_NAMES, grads, strict=True))
                 if len(keep) < len(active):
@@ -168,9 +195,7 @@ def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
                     active = [active[i] for i in keep]
                 else:
                     params = {k: v.detach() for k, v in params.items()}
-                for k in PARAM_NAMES:
-                    vel[k].mul_(cfg.momentum).add_(g[k])
-                    params[k].sub_(lr * vel[k])
+                keras_sgd_step(params, vel, g, lr, cfg.momentum)
             epoch += 1
             if progress is not None and epoch % progress_every == 0:
                 progress(ProgressEvent(kind="group", message=f"T={T}: epoch {epoch}, {len(active)} runs training",
@@ -181,8 +206,9 @@ def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
 @torch.no_grad()
 def evaluate(params: dict[str, torch.Tensor], data: SparseMajorityData, split: str,
              cfg: SparseMajorityConfig) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of one run's ``params`` on ``split``, in fixed chunks of
-    ``cfg.eval_chunk`` samples (deterministic; loss accumulated in float64)."""
+    """(accuracy by argmax, mean loss (:func:`bce_one_hot`, as the training loss)) of one run's
+    ``params`` on ``split``, in fixed chunks of ``cfg.eval_chunk`` samples (deterministic; loss
+    accumulated in float64)."""
     dt = cfg.torch_dtype
     stacked = {k: v.to(dt)[None] for k, v in params.items()}
     bits, x0, d_emb = model_inputs(data, split, dt)
@@ -193,7 +219,6 @@ def evaluate(params: dict[str, torch.Tensor], data: SparseMajorityData, split: s
         for a in range(0, len(y), cfg.eval_chunk):
             yy = torch.from_numpy(y[a:a + cfg.eval_chunk])[None]
             logits = forward_cls(stacked, bits[None, a:a + cfg.eval_chunk], x0, d_emb, cfg.n_heads)
-            ce = torch.nn.functional.cross_entropy(logits[0].double(), yy[0], reduction="sum")
-            total_loss += float(ce)
+            total_loss += float(bce_one_hot(logits[0].double(), yy[0]).mean(-1).sum())
             total_correct += int((logits[0].argmax(-1) == yy[0]).sum())
     return total_correct / len(y), total_loss / len(y)
