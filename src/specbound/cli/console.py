@@ -8,9 +8,9 @@ value the library refused), 2 usage error (an option the command line got wrong)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import typer
 from rich.console import Console
@@ -81,3 +81,19 @@ def progress_bar(description: str, *, status: bool = False) -> Iterator[Progress
 
     with bar:
         yield update
+
+
+def event_progress(update: "ProgressUpdate", verbose: bool) -> "Callable[[Any], None]":
+    """The progress callback of the experiments that report ``ProgressEvent``\ s (``start``:
+    the total; ``group``: a status line; ``run``: one more unit done, printed with ``verbose``)."""
+    def on_progress(ev: Any) -> None:
+        if ev.kind == "start":
+            update(0, ev.total)
+        elif ev.kind == "group":
+            update(status=ev.message)
+        elif ev.kind == "run":
+            update(ev.done, status="")
+            if verbose:
+                err.print(f"[{ev.done}/{ev.total}] {escape(ev.message)}", highlight=False, soft_wrap=True)
+
+    return on_progress

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from specbound.cli.console import BAD_INPUT, USAGE, err, fail, out, progress_bar
+from specbound.cli.console import BAD_INPUT, USAGE, err, event_progress, fail, out, progress_bar
 from specbound.cli.options import check_positive
 from specbound.errors import SpecboundError
 
 if TYPE_CHECKING:
-    from specbound.experiments.common import ProgressEvent
+    pass
 
 __all__ = ["HELP", "infinite_width"]
 
@@ -90,16 +89,7 @@ def infinite_width(
                   highlight=False, soft_wrap=True)
     try:
         with progress_bar("E4 infinite-width", status=True) as update:
-            def on_progress(ev: ProgressEvent) -> None:
-                if ev.kind == "start":
-                    update(0, ev.total)
-                elif ev.kind == "group":
-                    update(status=ev.message)
-                elif ev.kind == "run":
-                    update(ev.done, status="")
-                    if verbose:
-                        err.print(f"[{ev.done}/{ev.total}] {escape(ev.message)}", highlight=False, soft_wrap=True)
-
+            on_progress = event_progress(update, verbose)
             res = run_study(cfg, out_dir, progress=on_progress, plots=plots)
     except SpecboundError as e:
         fail(str(e), BAD_INPUT)

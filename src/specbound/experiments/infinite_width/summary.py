@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from specbound.experiments.common import slope_with_ci, t_quantile
+from specbound.experiments.stats import fit_slope
 
 __all__ = ["KL_COLUMNS", "headline", "summarise"]
 
@@ -38,12 +38,14 @@ def _paired_lower(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[fl
     if d.size < 2:
         return mean, float("nan")
     se = float(d.std(ddof=1)) / math.sqrt(d.size)
-    return mean, mean - t_quantile((1 + level) / 2, d.size - 1) * se
+    from scipy.stats import t as student_t
+
+    return mean, mean - float(student_t.ppf((1 + level) / 2, d.size - 1)) * se
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     ok = np.asarray(y, float) > 0
-    fit = slope_with_ci(np.log10(np.asarray(x, float)[ok]), np.log10(np.asarray(y, float)[ok]))
+    fit = fit_slope(np.log10(np.asarray(x, float)[ok]), np.log10(np.asarray(y, float)[ok]))
     return {"slope": fit.slope, "ci_low": fit.ci_low, "ci_high": fit.ci_high, "points": fit.n}
 
 
