@@ -165,3 +165,23 @@ def test_killed_sweep_resumes_without_retraining(e3_tiny, tmp_path: Path) -> Non
 def test_quick_preset_grid() -> None:
     q = e3.expand_grid(e3.quick_config())
     assert len(q) == 16 and {s.hp_dict["width"] for s in q} == {32}
+
+
+# -- golden numbers (tests/experiments/test_golden.py has the others): here so that the session
+# fixture is computed in the one worker that runs this file
+import exp_golden_cases as gc  # noqa: E402
+
+
+def test_e3_sparse_majority_matches_golden(e3_tiny) -> None:
+    """Trained on a pool of two worker processes with plots (the golden run: one process, no
+    plots): the same numbers; config.json differs only in how it ran (``execution``, ``files``)."""
+    out, _, _, _ = e3_tiny
+    new = gc.normalise(out, ["models.csv", "scores.csv"])
+    golden = gc.load("e3_sm")
+    assert new["config.json"].pop("execution") == {"jobs": 2, "ray_address": None}
+    assert golden["config.json"].pop("execution") == {"jobs": 1, "ray_address": None}
+    assert set(golden["config.json"].pop("files")) <= set(new["config.json"].pop("files"))
+    diffs = gc.compare(golden, new, "e3_sm")
+    assert not diffs, "\n".join(diffs[:20])
+
+

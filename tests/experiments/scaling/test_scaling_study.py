@@ -172,3 +172,20 @@ def test_printed_exponents_say_lack_of_fit_and_show_adaptivity(e2_tiny) -> None:
     text = " ".join(con.export_text().split())
     assert "lack of fit" in text and "not sampling error" in text
     assert "frac_p_star_zero" in text and "median log10 scale margin" in text
+
+
+# -- golden numbers (tests/experiments/test_golden.py has the others): here so that the session
+# fixture is computed in the one worker that runs this file
+import exp_golden_cases as gc  # noqa: E402
+
+
+def test_e2_matches_golden(e2_tiny) -> None:
+    out, _, _ = e2_tiny
+    _golden_check("e2", gc.normalise(out, ["models.csv", "exponents.csv", "norms.csv"]))
+
+
+
+
+def _golden_check(name: str, new: dict) -> None:
+    diffs = gc.compare(gc.load(name), new, name)
+    assert not diffs, "\n".join(diffs[:20])
