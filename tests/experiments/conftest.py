@@ -50,3 +50,12 @@ def e3_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     events: list[Any] = []
     res = run_sweep(load_grid(grid), root / "out", jobs=2, progress=events.append, plots=True)
     return root / "out", res, events, grid
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Training on one torch thread for the test (bit-reproducible, as the experiments run it)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -8,17 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 import exp_golden_cases as gc
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _check(name: str, new: dict) -> None:

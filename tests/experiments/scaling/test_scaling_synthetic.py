@@ -14,12 +14,7 @@ from specbound.experiments.scaling import synthetic as synth
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_trained_encoder_beats_unigram_and_untrained_does_not(tmp_path: Path) -> None:

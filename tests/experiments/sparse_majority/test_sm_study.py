@@ -9,17 +9,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from specbound.experiments.sparse_majority import compute_trends
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

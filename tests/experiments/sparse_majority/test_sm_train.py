@@ -12,12 +12,7 @@ import torch
 from specbound.experiments.sparse_majority import RunSpec, SparseMajorityConfig, evaluate, run_data, train_runs
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # A configuration in which some runs reach 100% training accuracy (4 training samples, constant

@@ -198,13 +198,21 @@ def fast_conditional_variance(spec: ModelSpec, size: int, rng: np.random.Generat
         a = softmax(row)
         w2 = rng.chisquare(m, size=(size, k)) / m  # |w_O|^2
         terms = w2 * np.sum((a @ g) * a, axis=-1)  # [size, k]
-        csum = np.cumsum(terms, axis=1) + acc[:, None]
-        for i, h in enumerate(snaps):
-            if done < h <= done + k:
-                out[i] = csum[:, h - done - 1] / h
-        acc = csum[:, -1]
-        done += k
+        acc, done = _accumulate(terms, snaps, out, acc, done)
     return out if many else out[0]
+
+
+def _accumulate(terms: np.ndarray, snaps: Sequence[int], out: np.ndarray, acc: np.ndarray, done: int
+                ) -> tuple[np.ndarray, int]:
+    """Add a chunk of per-head terms ``[size, k]`` (heads ``done + 1 … done + k``) to the running
+    sums ``acc`` and write ``out[i] = (Σ of the first h terms) / h`` for every snapshot ``h`` of
+    ``snaps`` inside the chunk; returns the new ``(acc, done)``."""
+    k = terms.shape[1]
+    csum = np.cumsum(terms, axis=1) + acc[:, None]
+    for i, h in enumerate(snaps):
+        if done < h <= done + k:
+            out[i] = csum[:, h - done - 1] / h
+    return csum[:, -1], done + k
 
 
 def fast_sample(spec: ModelSpec, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -239,12 +247,7 @@ def limit_conditional_variance(sigma: np.ndarray, H: int, size: int, rng: np.ran
     for k in _head_chunks(snaps[-1], size, s):
         a = softmax(rng.standard_normal((size, k, s)) @ (scale * low.T))
         terms = np.sum((a @ sigma) * a, axis=-1)
-        csum = np.cumsum(terms, axis=1) + acc[:, None]
-        for i, h in enumerate(snaps):
-            if done < h <= done + k:
-                out[i] = csum[:, h - done - 1] / h
-        acc = csum[:, -1]
-        done += k
+        acc, done = _accumulate(terms, snaps, out, acc, done)
     return out if many else out[0]
 
 
