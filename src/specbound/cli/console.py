@@ -84,7 +84,7 @@ def progress_bar(description: str, *, status: bool = False) -> Iterator[Progress
 
 
 def event_progress(update: "ProgressUpdate", verbose: bool) -> "Callable[[Any], None]":
-    """The progress callback of the experiments that report ``ProgressEvent``\ s (``start``:
+    """The progress callback of the experiments that report ``ProgressEvent`` objects (``start``:
     the total; ``group``: a status line; ``run``: one more unit done, printed with ``verbose``)."""
     def on_progress(ev: Any) -> None:
         if ev.kind == "start":
