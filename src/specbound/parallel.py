@@ -22,6 +22,7 @@ import contextlib
 import multiprocessing
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -162,11 +163,11 @@ def analyze_many(
             tick()
     except KeyboardInterrupt:
         interrupted = True
-        for i, sub in enumerate(subdirs):  # what did not finish: its staging folders, its new empty folder
+        for i, sub in enumerate(subdirs):  # what did not finish: its staging folders, a folder this run made
             if results[i] is None and (out / sub).is_dir():
                 writing.clean_stale(out / sub)
-                if sub not in existed and not any((out / sub).iterdir()):
-                    (out / sub).rmdir()
+                if sub not in existed:  # (a report it holds is not in combined.csv: not finished)
+                    shutil.rmtree(out / sub, ignore_errors=True)
     rows = [r["row"] for r in results if r is not None and "row" in r]
     failed = [(str(s), r["error"]) for s, r in zip(sources, results) if r is not None and "error" in r]
     bound_cols = sorted({k for r in rows for k in r if k.startswith("log10_")})
