@@ -232,13 +232,46 @@ def test_stale_staging_removed_by_dead_pid_and_age(tmp_path):
     os.utime(legacy_old, (old, old))
     other = tmp_path / ".specboundish"
     other.mkdir()
+    assert writing.clean_stale(tmp_path) == [legacy_old]  # a dead pid's fresh entry may be another namespace's
+    minute = time.time() - 2 * writing.DEAD_PID_AGE_S
+    for p in (gone, gone_file):
+        os.utime(p, (minute, minute))
     removed = writing.clean_stale(tmp_path)
-    assert set(removed) == {gone, gone_file, legacy_old}
+    assert set(removed) == {gone, gone_file}
     assert live.exists() and legacy_new.exists() and other.exists()
     # pid reuse: a live pid's entry older than a day goes too
     ancient = time.time() - 2 * writing.STALE_AGE_S
     os.utime(live, (ancient, ancient))
     assert writing.clean_stale(tmp_path) == [live]
+
+
+def test_a_killed_runs_staging_is_removed_by_the_next_report(tmp_path):
+    out = tmp_path / "rep"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = out / f".specbound-{dead.pid}-aa11"
+    left.mkdir()
+    (left / "report.json").write_bytes(b"x" * 1000)
+    legacy = tmp_path / ".specbound-oldrun"  # older releases staged beside the folder
+    legacy.mkdir()
+    old = time.time() - 2 * writing.LEGACY_AGE_S
+    for p in (left, legacy):
+        os.utime(p, (old, old))
+    with writing.report_folder(out) as st:
+        (st.path / "report.json").write_text("new")
+    assert not left.exists() and not legacy.exists()
+
+
+def test_a_worker_killed_mid_task_is_reported_as_killed_with_the_settings():
+    """What an E3 worker ended by the OOM killer looks like (SIGKILL): not a bare BrokenProcessPool."""
+    from specbound.parallel import WorkerDied, map_tasks
+
+    res = list(map_tasks(signal.raise_signal, [(signal.SIGKILL,), (signal.SIGKILL,)], jobs=2))  # the worker itself
+    died = [e for _, _, e in res if e is not None]
+    assert died and all(isinstance(e, WorkerDied) for e in died)
+    msg = str(died[0])
+    assert "killed" in msg and "out of memory" in msg and "--jobs 2" in msg and "\n" not in msg
 
 
 # --------------------------------------------------------------------------- filesystems (mount)

@@ -165,7 +165,7 @@ def analyze_many(
         interrupted = True
         for i, sub in enumerate(subdirs):  # what did not finish: its staging folders, a folder this run made
             if results[i] is None and (out / sub).is_dir():
-                writing.clean_stale(out / sub)
+                writing.clean_stale(out / sub, min_age=0.0)  # its workers were ended just now
                 if sub not in existed:  # (a report it holds is not in combined.csv: not finished)
                     shutil.rmtree(out / sub, ignore_errors=True)
     rows = [r["row"] for r in results if r is not None and "row" in r]

@@ -18,7 +18,7 @@ works: staging never leaves the target's filesystem) and committed as a whole: e
 checked first (a folder in the way of a file is an error before anything is replaced), then the
 entries are renamed into place; if a rename fails the old entries are put back. Staging entries
 that a killed run left (``.specbound-<pid>-…`` with a dead pid, or older than a day) are
-removed by the next run that writes there (:func:`clean_stale`).
+removed by the next run that writes there or into a folder beside it (:func:`clean_stale`).
 
 Every ``OSError`` becomes a :class:`WriteError` (an :class:`~specbound.errors.InputError`: the
 CLI prints one line) naming the path and why. :func:`check_file_target` and
@@ -55,6 +55,8 @@ STDOUT = "-"
 PREFIX = ".specbound-"
 #: Staging entries older than this (seconds) are removed even if their pid is alive (pid reuse).
 STALE_AGE_S = 24 * 3600.0
+#: A staging entry of a dead pid is removed once it is this old (seconds).
+DEAD_PID_AGE_S = 60.0
 #: Staging entries without a pid in their name (older releases) are removed after this age.
 LEGACY_AGE_S = 3600.0
 
@@ -293,6 +295,7 @@ def write_bytes(path: str | os.PathLike, data: bytes, option: str | None = None)
                 os.close(fd)
             return Path(path)
         _mkdirs(final.parent)
+        clean_stale(final.parent)
         tmp = stage_file(final, data)
         try:
             os.replace(tmp, final)
@@ -340,12 +343,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(folder: str | os.PathLike, now: float | None = None) -> list[Path]:
+def clean_stale(folder: str | os.PathLike, now: float | None = None, min_age: float | None = None) -> list[Path]:
     """Remove the staging entries in ``folder`` left by killed runs: ``.specbound-<pid>-…`` whose
-    pid is not running, or older than :data:`STALE_AGE_S`; older entries without a pid
-    (``.specbound-XXXX``) after :data:`LEGACY_AGE_S`. Returns what was removed; errors are
-    ignored (a folder that cannot be listed has nothing to clean)."""
+    pid is not running and that are older than ``min_age`` seconds (default
+    :data:`DEAD_PID_AGE_S`: a writer in another pid namespace sharing the folder is not
+    mistaken for a dead one mid-write), or older than :data:`STALE_AGE_S` whatever the pid;
+    entries without a pid (``.specbound-XXXX``, older releases) after :data:`LEGACY_AGE_S`.
+    Returns what was removed; errors are ignored (a folder that cannot be listed has nothing
+    to clean)."""
     now = time.time() if now is None else now
+    min_age = DEAD_PID_AGE_S if min_age is None else min_age
     removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
@@ -360,7 +367,7 @@ def clean_stale(folder: str | os.PathLike, now: float | None = None) -> list[Pat
             continue
         m = _STAGED.match(e.name)
         if m:
-            stale = not _pid_alive(int(m.group(1))) or age > STALE_AGE_S
+            stale = (age >= min_age and not _pid_alive(int(m.group(1)))) or age > STALE_AGE_S
         else:
             stale = bool(_LEGACY.match(e.name)) and age > LEGACY_AGE_S
         if not stale:
@@ -468,6 +475,7 @@ def report_folder(out: str | os.PathLike, remove: Sequence[str] = (), option: st
     stage = Stage(o / f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}")
     try:
         clean_stale(o)
+        clean_stale(o.parent if str(o.parent) else ".")  # where older releases staged
         stage.path.mkdir()
     except OSError as e:
         if created is not None:

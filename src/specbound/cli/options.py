@@ -98,8 +98,9 @@ def ray_target(ray: bool, ray_address: str | None) -> str | None:
 def check_device(device: Any, flag: str = "--device") -> None:
     """The one ``--device`` check of every command that takes it, made before any work: the
     device must be one :func:`specbound.spectra.compute.resolve_device` accepts (cpu or cuda)
-    and must exist. One line, exit 1 (a device the run cannot use, like any input the library
-    refuses). Imports torch."""
+    and must exist. One line: exit 2 for a name that is not a torch device or not one specbound
+    runs on (the command line is wrong), exit 1 for a CUDA device this machine does not have.
+    Imports torch."""
     if device is None:
         return
     import torch
@@ -110,14 +111,14 @@ def check_device(device: Any, flag: str = "--device") -> None:
     try:
         dev = torch.device(str(device))
     except (RuntimeError, ValueError):
-        fail(f"{flag} {device}: not a device; use cpu or cuda.", BAD_INPUT)
+        fail(f"{flag} {device}: not a torch device; use cpu or cuda.", USAGE)
     try:
         resolve_device(dev)
     except InputError:
         if dev.type == "cuda":
             fail(f"{flag} {device}: no CUDA device is available (torch.cuda.is_available() is False); "
                  f"use {flag} cpu.", BAD_INPUT)
-        fail(f"{flag} {device}: not supported; use cpu or cuda.", BAD_INPUT)
+        fail(f"{flag} {device}: not supported (device type {dev.type!r}); use cpu or cuda.", USAGE)
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         fail(f"{flag} {device}: there are only {torch.cuda.device_count()} CUDA devices (0..."
              f"{torch.cuda.device_count() - 1}); use another index or {flag} cpu.", BAD_INPUT)
