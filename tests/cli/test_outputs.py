@@ -263,3 +263,37 @@ def test_failed_scaling_run_leaves_no_empty_out(tmp_path):
     res = run("experiment", "scaling", "--family", grid, "--out", tmp_path / "new" / "e2")
     assert res.exit_code == 1, res.output
     assert not (tmp_path / "new").exists()
+
+
+def test_main_prints_no_runtime_warning_before_the_error(tiny_bert, tmp_path, monkeypatch, capfd):
+    """The script's entry point: a numpy RuntimeWarning raised on the way to an error does not
+    print (filtered in the CLI only), and an OSError nobody caught is one line, exit 1."""
+    import warnings
+
+    import numpy as np
+
+    import specbound.analysis
+    from specbound.cli.application import main
+    from specbound.errors import InputError
+
+    def warns_then_fails(*a, **k):
+        np.log(np.zeros(1))  # RuntimeWarning: divide by zero encountered in log
+        raise InputError("the refusal")
+
+    monkeypatch.setattr(specbound.analysis, "analyze", warns_then_fails)
+    monkeypatch.setattr(sys, "argv", ["specbound", "analyze", str(tiny_bert), "--out", str(tmp_path / "o")])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(SystemExit) as e:
+            main()
+    assert e.value.code == 1 and not [w for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert capfd.readouterr().err.strip() == "error: the refusal"
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", "/some/where/x.bin")
+
+    monkeypatch.setattr(specbound.analysis, "analyze", full)
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 1
+    assert capfd.readouterr().err.strip() == "error: /some/where/x.bin: no space left on device (OSError, errno 28)."

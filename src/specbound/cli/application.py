@@ -87,8 +87,9 @@ app.add_typer(experiment_app, name="experiment")
 def main() -> None:
     """The ``specbound`` script (``specbound.cli:main``) and ``python -m specbound.cli``.
 
-    Exit status 0 success, 1 bad input, 2 usage error. A :class:`~specbound.errors.SpecboundError`
-    a command did not catch itself is one ``error:`` line and exit 1, never a traceback.
+    Exit status 0 success, 1 bad input, 2 usage error, 130 interrupted (Ctrl-C). A
+    :class:`~specbound.errors.SpecboundError` or ``OSError`` a command did not catch itself is one
+    ``error:`` line and exit 1, never a traceback; numpy's ``RuntimeWarning``\ s are not printed.
     """
     import warnings
 
@@ -101,4 +102,10 @@ def main() -> None:
             app()
         except SpecboundError as e:
             error_line(str(e))
+            sys.exit(BAD_INPUT)
+        except OSError as e:  # a write or read the command did not turn into its own error: still one line
+            from specbound.writing import reason
+
+            where = e.filename if e.filename is not None else "a file"
+            error_line(f"{where}: {reason(e)} ({type(e).__name__}, errno {e.errno}).")
             sys.exit(BAD_INPUT)
