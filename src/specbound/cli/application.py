@@ -89,7 +89,7 @@ def main() -> None:
 
     Exit status 0 success, 1 bad input, 2 usage error, 130 interrupted (Ctrl-C). A
     :class:`~specbound.errors.SpecboundError` or ``OSError`` a command did not catch itself is one
-    ``error:`` line and exit 1, never a traceback; numpy's ``RuntimeWarning``\ s are not printed.
+    ``error:`` line and exit 1, never a traceback; numpy RuntimeWarnings are not printed.
     """
     import warnings
 
