@@ -148,8 +148,9 @@ def analyze_many(
         threads = None if jobs == 1 or total == 1 else max(1, (os.cpu_count() or 1) // min(jobs, total))
         args = [(src, sub, str(out), analyze_kwargs, write_kwargs, threads) for src, sub in zip(sources, subdirs)]
     interrupted = False
+    tasks = map_tasks(analyze_one, args, jobs=jobs, ray_address=ray_address)
     try:
-        for i, res, exc in map_tasks(analyze_one, args, jobs=jobs, ray_address=ray_address):
+        for i, res, exc in tasks:
             if exc is not None:  # analyze_one catches errors itself: the task, its worker or its node died
                 where = "Ray task" if on_ray else "worker process"
                 detail = str(exc).splitlines()[0] if str(exc) else ""
@@ -163,6 +164,7 @@ def analyze_many(
             tick()
     except KeyboardInterrupt:
         interrupted = True
+        tasks.close()  # a pool's workers are ended here, before their folders are cleaned
         for i, sub in enumerate(subdirs):  # what did not finish: its staging folders, a folder this run made
             if results[i] is None and (out / sub).is_dir():
                 writing.clean_stale(out / sub, min_age=0.0)  # its workers were ended just now

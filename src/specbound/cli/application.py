@@ -12,7 +12,7 @@ import sys
 import typer
 
 from specbound.cli import analyze, attention, bounds, track, version
-from specbound.cli.console import BAD_INPUT, error_line, interruptible
+from specbound.cli.console import BAD_INPUT, RUNS_KEPT, error_line, interruptible
 from specbound.cli.experiment import correlation, infinite_width, scaling, sparse_majority
 from specbound.errors import SpecboundError
 
@@ -77,10 +77,10 @@ app.command("track-plot")(interruptible(track.track_plot))
 
 experiment_app = typer.Typer(help="Experiments E1-E4 (see the README).", no_args_is_help=True,
                              context_settings=CONTEXT)
-experiment_app.command("sparse-majority")(interruptible(sparse_majority.sparse_majority))
-experiment_app.command("scaling", help=scaling.HELP)(interruptible(scaling.scaling))
-experiment_app.command("correlation", help=correlation.HELP)(interruptible(correlation.correlation))
-experiment_app.command("infinite-width", help=infinite_width.HELP)(interruptible(infinite_width.infinite_width))
+experiment_app.command("sparse-majority")(interruptible(sparse_majority.sparse_majority, RUNS_KEPT))
+experiment_app.command("scaling", help=scaling.HELP)(interruptible(scaling.scaling, RUNS_KEPT))
+experiment_app.command("correlation", help=correlation.HELP)(interruptible(correlation.correlation, RUNS_KEPT))
+experiment_app.command("infinite-width", help=infinite_width.HELP)(interruptible(infinite_width.infinite_width, RUNS_KEPT))
 app.add_typer(experiment_app, name="experiment")
 
 

@@ -16,9 +16,15 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-__all__ = ["BAD_INPUT", "INTERRUPTED", "USAGE", "ProgressUpdate", "err", "error_line", "fail", "interruptible", "out",
+__all__ = ["BAD_INPUT", "INTERRUPTED", "NOTHING_WRITTEN", "RUNS_KEPT", "USAGE", "ProgressUpdate", "err", "error_line", "fail", "interruptible", "out",
            "progress_bar"]
 
 #: Exit code of an input the library refused (``SpecboundError``, a file that cannot be written).
@@ -51,19 +57,25 @@ def fail(message: str, code: int) -> NoReturn:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def interruptible(command: F) -> F:
-    """Wrap a command: Ctrl-C prints one line on stderr (what was finished, from
-    :class:`specbound.writing.Interrupted`, or "interrupted; nothing written") and exits with
-    :data:`INTERRUPTED` (130), never a traceback or click's "Aborted!". Every writer stages its
-    files and commits them only when complete, so an interrupted write leaves nothing behind."""
+#: What Ctrl-C leaves of a command that wrote nothing yet.
+NOTHING_WRITTEN = "interrupted; nothing written"
+#: What Ctrl-C leaves of an experiment: its run cache.
+RUNS_KEPT = "interrupted; the runs finished so far are kept in the --out folder's cache and a rerun resumes from them"
+
+
+def interruptible(command: F, message: str = NOTHING_WRITTEN) -> F:
+    """Wrap a command: Ctrl-C prints one line on stderr (what was finished: the message of a
+    :class:`specbound.writing.Interrupted`, else ``message``) and exits with :data:`INTERRUPTED`
+    (130), never a traceback or click's "Aborted!". Every writer stages its files and commits
+    them only when complete, so an interrupted write leaves nothing behind."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt as e:
-            message = getattr(e, "message", None) or "interrupted; nothing written"
-            err.print(escape(message), highlight=False, soft_wrap=True)
+            shown = getattr(e, "message", None) or message
+            err.print(escape(shown), highlight=False, soft_wrap=True)
             raise typer.Exit(INTERRUPTED) from None
 
     return run  # type: ignore[return-value]
