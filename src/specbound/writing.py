@@ -197,17 +197,24 @@ def check_file_target(path: str | os.PathLike | None, option: str | None = None)
     _check_folder_writable(final.parent, path, option)
 
 
-def check_folder_target(path: str | os.PathLike, option: str | None = None, files: Sequence[str] = ()) -> None:
+def check_folder_target(path: str | os.PathLike, option: str | None = None, files: Sequence[str] = (),
+                        subfolders: Sequence[str] = ()) -> None:
     """Raise :class:`WriteError` unless ``path`` can be (or become) an output folder holding the
-    entries ``files`` (a folder where one of them must go is an error). Nothing is created."""
+    files ``files`` and the folders ``subfolders`` (a folder where one of the files must go, or a
+    file where one of the folders must go, is an error). Nothing is created."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise _error(path, "exists and is not a folder; choose another folder", option)
     if p.is_dir():
         for name in files:
             q = p / name
-            if q.is_dir() and not q.is_symlink():
+            if q.is_dir():
                 raise _error(path, f"{q} is a folder where the file {name} must go; remove it or choose another folder",
+                             option)
+        for name in subfolders:
+            q = p / name
+            if q.exists() and not q.is_dir():
+                raise _error(path, f"{q} is a file where the folder {name} must go; remove it or choose another folder",
                              option)
     _check_folder_writable(p, path, option)
 

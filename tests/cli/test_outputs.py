@@ -96,6 +96,15 @@ def test_folder_where_matrices_csv_belongs_fails_before_the_analysis(tiny_bert, 
     assert after == before  # nothing of the new model beside the old report
 
 
+def test_an_attention_folder_of_an_earlier_run_is_not_in_the_way(tiny_bert, tmp_path):
+    out = tmp_path / "rep"
+    (out / "attention").mkdir(parents=True)
+    (out / "attention" / "heads.csv").write_text("earlier")
+    res = run("analyze", tiny_bert, "--out", out, "--no-plots")
+    assert res.exit_code == 0, res.output
+    assert (out / "attention" / "heads.csv").read_text() == "earlier" and (out / "report.json").is_file()
+
+
 def test_json_at_a_directory_fails_before_out_is_replaced(tiny_bert, tmp_path):
     (tmp_path / "adir").mkdir()
     _one_line(run("analyze", tiny_bert, "--out", tmp_path / "rep", "--json", tmp_path / "adir"), 1,

@@ -103,7 +103,7 @@ def analyze(
     to_stdout = stdout_targets(json=json_file, csv=csv_file, html=html_file)
     from specbound.report.io import PLOT_FILES, REPORT_FILES
 
-    check_outputs(folders=[(out_dir, "--out", REPORT_FILES + PLOT_FILES + ("attention",))],
+    check_outputs(folders=[(out_dir, "--out", REPORT_FILES + PLOT_FILES, ("attention",) if data_side else ())],
                   files=[(json_file, "--json"), (csv_file, "--csv"), (html_file, "--html")])
     check_device(device)
     from specbound.analysis import analyze as run  # torch, pandas: imported once the options are known good

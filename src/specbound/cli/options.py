@@ -135,17 +135,17 @@ def stdout_targets(**targets: Any) -> list[str]:
     return flags
 
 
-def check_outputs(folders: Sequence[tuple[Any, str, Sequence[str]]] = (),
-                  files: Sequence[tuple[Any, str]] = ()) -> None:
+def check_outputs(folders: Sequence[tuple[Any, ...]] = (), files: Sequence[tuple[Any, str]] = ()) -> None:
     """Every output target checked before any work (:mod:`specbound.writing`): ``folders`` are
-    ``(path, flag, names of the files it will hold)``, ``files`` ``(path, flag)``; ``None`` paths
-    are skipped. One line naming the option, the path and why; exit 1."""
+    ``(path, flag, names of the files it will hold[, names of its subfolders])``, ``files``
+    ``(path, flag)``; ``None`` paths are skipped. One line naming the option, the path and why;
+    exit 1."""
     from specbound.writing import WriteError, check_file_target, check_folder_target
 
     try:
-        for path, flag, names in folders:
+        for path, flag, names, *sub in folders:
             if path is not None:
-                check_folder_target(os.fspath(path), flag, names)
+                check_folder_target(os.fspath(path), flag, names, sub[0] if sub else ())
         for path, flag in files:
             if path is not None:
                 check_file_target(os.fspath(path), flag)

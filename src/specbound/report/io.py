@@ -71,7 +71,8 @@ def write_report(
     text = report_json(report)
     extras = [(p, opt) for p, opt in ((json_path, "--json"), (csv_path, "--csv"), (html_path, "--html")) if p is not None]
     if out_dir is not None:
-        writing.check_folder_target(out_dir, "--out", REPORT_FILES + PLOT_FILES + ("attention",))
+        writing.check_folder_target(out_dir, "--out", REPORT_FILES + PLOT_FILES,
+                                    ("attention",) if getattr(report, "attention", None) is not None else ())
     for p, opt in extras:
         writing.check_file_target(p, opt)
     pngs: dict[str, bytes] | None = None
