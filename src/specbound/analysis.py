@@ -25,7 +25,7 @@ from specbound.spectra.compute import SpectraPolicy, check_same_architecture, co
 from specbound.spectra.kernels import FFMethod
 from specbound.spectra.spectrum import ModelSpectra
 from specbound.weights.adapters import open_weights
-from specbound.weights.canonical import TransformerWeights
+from specbound.weights.canonical import ModelInfo, TransformerWeights
 
 __all__ = ["LIPSCHITZ", "MATRIX_COLUMNS", "Report", "analyze", "default_model_path", "lipschitz_of", "versions"]
 
@@ -137,6 +137,7 @@ def analyze(
     if init is not None:
         ref_weights = init if isinstance(init, TransformerWeights) else open_weights(init)
         check_same_architecture(weights.info, ref_weights.info)
+    warnings = init_warnings(weights.info, ref_weights.info) if ref_weights is not None else []
     l_phi_from = "option" if l_phi is not None else f"activation {weights.info.activation}"
     if l_phi is None:
         l_phi = lipschitz_of(weights.info.activation)
@@ -168,6 +169,8 @@ def analyze(
         "seq_len": seq_len,
         "init": init_source,
     }
+    if warnings:  # shown with the run notes (report.html, the summary) and kept in report.json
+        options["warnings"] = warnings
     if ms.cache_stats is not None:
         options["cache"] = dict(ms.cache_stats)
     if policy.approx is not None:
@@ -200,6 +203,21 @@ def analyze(
         adaptivity={**adaptivity(sa_terms), "note": adaptivity_note(sa_terms)},
         attention=attention,
     )
+
+
+def init_warnings(model: ModelInfo, ref: ModelInfo) -> list[str]:
+    """What is suspicious about an ``--init`` reference of the same sizes: another ``model_type``
+    or activation (distances to an unrelated model of the same shape are computable but rarely
+    what was meant)."""
+    out = []
+    for field, label in (("model_type", "model_type"), ("activation", "activation")):
+        a, b = getattr(model, field), getattr(ref, field)
+        if a != b:
+            out.append(
+                f"warning: the --init reference {ref.source} has {label} {b!r}, the model {a!r} (same "
+                "sizes, so the distances were computed); check that it is this model's initialisation"
+            )
+    return out
 
 
 def _select_bounds(bounds: Sequence[str] | str | None) -> dict[str, Any]:
