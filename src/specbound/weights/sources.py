@@ -282,12 +282,17 @@ def _looks_like_torch(path: Path) -> bool:
 
 
 def _unpickle_reason(e: BaseException) -> str:
-    """What torch's ``weights_only`` unpickler refused, without its advice to turn it off."""
-    parts = [p.strip() for p in str(e).split("\n") if p.strip()]
-    keep = [p for p in parts if "weights_only" not in p and "Weights only load failed" not in p
-            and "documentation" not in p and "trusted source" not in p]
-    reason = " ".join(keep) or "objects other than tensors"
-    return reason if len(reason) <= 200 else reason[:197] + "..."
+    """What torch's ``weights_only`` unpickler refused (``unsupported global os.system``), without
+    its advice to turn the check off or to allow-list the global."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    m = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if m:
+        return f"unsupported global {m.group(1)}"
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]*)", text)
+    reason = m.group(1).split(". ")[0].strip() if m else ""
+    if not reason or "weights_only" in reason:
+        return "objects other than tensors"
+    return reason if len(reason) <= 160 else reason[:157] + "..."
 
 
 def load_torch_state(path: Path) -> dict[str, torch.Tensor]:

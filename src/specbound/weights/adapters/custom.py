@@ -216,7 +216,7 @@ class MappingAdapter(Adapter):
         return self.spec["Q"].format(i=i)
 
     def _config_label(self) -> str:
-        return self._desc()
+        return self._desc().removeprefix("the ")
 
     def check(self, name: str, t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """``t`` if it has ``shape``; otherwise an error naming the tensor and the mapping."""
