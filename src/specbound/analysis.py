@@ -9,9 +9,11 @@ on it (pure functions), and assemble the :class:`~specbound.report.schema.Report
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -132,6 +134,7 @@ def analyze(
     else:
         policy.check()
     families = _select_bounds(bounds)
+    check_input_files(texts=texts, token_ids=token_ids)  # before any work, not after the spectra
     weights = open_weights(source, config=config, mapping=mapping)
     ref_weights = None
     if init is not None:
@@ -203,6 +206,19 @@ def analyze(
         adaptivity={**adaptivity(sa_terms), "note": adaptivity_note(sa_terms)},
         attention=attention,
     )
+
+
+def check_input_files(*, texts: Any = None, token_ids: Any = None) -> None:
+    """The data side's input files are regular files (read only after the spectra): checked up
+    front so that a missing file, a folder or a FIFO fails before the work, in one line."""
+    from specbound.weights.files import regular_file
+
+    for value, what in ((texts, "text file"), (token_ids, "token-id file")):
+        if isinstance(value, (str, os.PathLike)):
+            p = Path(value).expanduser()
+            if what == "text file" and not (p.exists() or p.is_symlink()):
+                raise InputError(f"{p}: no such text file (for literal text pass a list of strings: texts=[...]).")
+            regular_file(p, what)
 
 
 def init_warnings(model: ModelInfo, ref: ModelInfo) -> list[str]:

@@ -114,6 +114,32 @@ def test_fifo_as_text_or_token_file(tmp_path: Path) -> None:
         one_line(e)
 
 
+@needs_fifo
+@pytest.mark.parametrize("kw", ["texts", "token_ids"])
+def test_fifo_as_analyze_text_fails_before_the_work(bert: Path, tmp_path: Path, monkeypatch, kw: str) -> None:
+    import specbound.analysis as an
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(an, "compute_spectra", lambda *a, **k: pytest.fail("spectra computed first"))
+    with no_hang(), pytest.raises(InputError, match="FIFO") as e:
+        analyze(bert, **{kw: fifo})
+    one_line(e)
+
+
+@needs_fifo
+def test_fifo_as_experiment_grid_file(tmp_path: Path) -> None:
+    from specbound.experiments.correlation.config import load_grid
+    from specbound.experiments.scaling.grid import read_grid
+
+    for name, fn in (("grid.csv", read_grid), ("grid.json", load_grid)):
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        with no_hang(), pytest.raises(InputError, match="FIFO") as e:
+            fn(fifo)
+        one_line(e)
+
+
 def test_config_that_is_a_folder(bert: Path, tmp_path: Path) -> None:
     (tmp_path / "cfgdir").mkdir()
     with pytest.raises(InputError, match="a folder, not a regular file") as e:
