@@ -26,6 +26,15 @@ from specbound.errors import InputError
 from specbound.weights.adapters import open_weights
 
 WEIGHTS = "model.safetensors"
+BERT_MAPPING = {
+    "L": 2, "N": 16, "H": 4,
+    "Q": "encoder.layer.{i}.attention.self.query.weight",
+    "K": "encoder.layer.{i}.attention.self.key.weight",
+    "V": "encoder.layer.{i}.attention.self.value.weight",
+    "O": "encoder.layer.{i}.attention.output.dense.weight",
+    "M_in": "encoder.layer.{i}.intermediate.dense.weight",
+    "M_out": "encoder.layer.{i}.output.dense.weight",
+}
 
 
 @contextlib.contextmanager
@@ -239,8 +248,6 @@ def test_length_field_beyond_the_file(bert: Path) -> None:
 ])
 def test_mapping_template_with_format_spec_is_refused(bert: Path, tmp_path: Path, template: str,
                                                       shown: str) -> None:
-    from test_adapters import BERT_MAPPING
-
     mapping = {**BERT_MAPPING, "L": 2, "N": 16, "H": 4, "Q": template}
     f = tmp_path / "map.json"
     f.write_text(json.dumps(mapping))
@@ -252,8 +259,6 @@ def test_mapping_template_with_format_spec_is_refused(bert: Path, tmp_path: Path
 
 def test_mapping_with_literal_braces_still_works(tmp_path: Path) -> None:
     """Doubled braces are literal text, not fields: a tensor named with braces is reachable."""
-    from test_adapters import BERT_MAPPING
-
     folder = write_bert(tmp_path / "m", L=1, N=16, H=4, F=24)
     state = load_file(str(folder / WEIGHTS))
     q = "encoder.layer.0.attention.self.query.weight"
@@ -343,12 +348,17 @@ def test_corrupt_pt_names_the_format(bert: Path, tmp_path: Path) -> None:
 # -- 4. the index: weight_map inside the folder, symlinked snapshots work ---------------------------
 
 def _sharded(tmp_path: Path) -> Path:
-    from builders import build
-
-    model = build("bert")
-    d = tmp_path / "sharded"
-    model.save_pretrained(d, max_shard_size="20KB")
-    assert (d / "model.safetensors.index.json").is_file()
+    """A two-shard BERT folder with ``model.safetensors.index.json`` (layer 0 | the rest)."""
+    d = write_bert(tmp_path / "sharded", L=2, N=16, H=4, F=24)
+    state = load_file(str(d / WEIGHTS))
+    (d / WEIGHTS).unlink()
+    shards = {"model-00001-of-00002.safetensors": {k: v for k, v in state.items() if ".layer.0." in k}}
+    shards["model-00002-of-00002.safetensors"] = {k: v for k, v in state.items() if ".layer.0." not in k}
+    weight_map = {}
+    for name, part in shards.items():
+        save_file(part, str(d / name))
+        weight_map.update(dict.fromkeys(part, name))
+    (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return d
 
 
@@ -362,6 +372,7 @@ def _edit_index(d: Path, fn) -> Path:
 
 @pytest.mark.parametrize("bad,match", [
     ("/etc/passwd", "outside the checkpoint folder"),
+    ("ABSOLUTE-OTHER", "outside the checkpoint folder"),
     ("../other/model.safetensors", "outside the checkpoint folder"),
     ("sub/../../x.safetensors", "outside the checkpoint folder"),
     ("C:\\models\\x.safetensors", "outside the checkpoint folder"),
@@ -370,8 +381,10 @@ def _edit_index(d: Path, fn) -> Path:
 ])
 def test_weight_map_entry_outside_the_folder(tmp_path: Path, bad, match: str) -> None:
     d = _sharded(tmp_path)
-    other = write_bert(tmp_path / "other", L=2, N=32, H=4, F=48)  # a real file the entry could reach
-    assert other.is_dir()
+    other = write_bert(tmp_path / "other", L=2, N=16, H=4, F=24, seed=5)  # a real file an entry could reach
+    assert (other / WEIGHTS).is_file()
+    if bad == "ABSOLUTE-OTHER":
+        bad = str(other / WEIGHTS)
     key = "encoder.layer.0.attention.self.query.weight"
     idx = _edit_index(d, lambda data: data["weight_map"].__setitem__(key, bad))
     with pytest.raises(InputError, match=match) as e:
@@ -443,8 +456,6 @@ def test_fewer_layers_in_config_than_in_file_is_an_error(bert: Path) -> None:
 
 
 def test_fewer_layers_in_mapping_than_in_file_is_an_error(bert: Path) -> None:
-    from test_adapters import BERT_MAPPING
-
     with pytest.raises(InputError, match=r"belongs to layer 1, but the name mapping says 1 layer"):
         open_weights(bert, mapping={**BERT_MAPPING, "L": 1, "N": 16, "H": 4})
 
