@@ -49,6 +49,15 @@ def test_json_dash_is_parseable_stdout_and_the_summary_goes_to_stderr(tiny_bert,
     assert "Analysed" in res.stderr and not (Path.cwd() / "-").exists()
 
 
+def test_bounds_csv_dash_is_the_catalogue_alone_on_stdout():
+    import io
+
+    res = run("bounds", "--csv", "-")
+    assert res.exit_code == 0, res.output
+    cat = pd.read_csv(io.StringIO(res.stdout))
+    assert {"spectrum_adaptive", "edelman"} <= set(cat["name"]) and "Bound families" in res.stderr
+
+
 def test_two_documents_on_stdout_is_a_usage_error(tiny_bert, tmp_path):
     _one_line(run("analyze", tiny_bert, "--out", tmp_path / "r", "--json", "-", "--csv", "-"), 2, "--json and --csv")
     assert not (tmp_path / "r").exists()

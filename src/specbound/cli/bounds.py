@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from specbound.cli.console import BAD_INPUT, USAGE, fail, out, progress_bar
+from specbound.cli.console import BAD_INPUT, USAGE, err, fail, out, progress_bar
 from specbound.cli.options import check_analysis_options, check_device, check_outputs
 from specbound.errors import SpecboundError
 
@@ -116,9 +116,10 @@ def bounds_cmd(
     t.add_column("citation", overflow="fold", ratio=1)
     for r in cat.itertuples():
         t.add_row(r.name, r.status, r.needs, r.citation)
-    out.print(t)
+    from specbound.writing import is_stdout, write_csv
+
+    (err if is_stdout(csv_file) else out).print(t)  # `--csv -`: stdout carries the CSV alone
     if csv_file is not None:
-        from specbound.writing import is_stdout, write_csv
 
         try:
             write_csv(csv_file, cat, "--csv")
