@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ def test_tiny_synthetic_run_writes_every_table_and_plot(e2_tiny) -> None:
     """The ``--quick`` code path (synthetic family: train, analyse, fit, plot) on a 2 x 2 grid
     with a few training steps (the golden configuration; the real --quick preset trains 6 models
     for 300 steps, see the README)."""
-    out, res, events = e2_tiny
+    out, res, _ = e2_tiny
     expected = ["models.csv", "exponents.csv", "norms.csv", "config.json", "proxy_vs_N.png", "proxy_vs_L.png",
                 "term_curves.png", "singular_values.png", "norms_vs_N.png"]
     for f in expected:
@@ -62,8 +63,25 @@ def test_tiny_synthetic_run_writes_every_table_and_plot(e2_tiny) -> None:
     assert cfg["seed"] == gc.E2_SEED and cfg["config"]["quick"] is True and cfg["wall_time_seconds"] > 0
     assert cfg["versions"]["torch"] == torch.__version__ and cfg["recipe"]["steps"] == gc.E2_RECIPE["steps"]
     assert cfg["grid"] == {"L": list(Ls), "N": list(Ns)} and cfg["featured_model"] == "L2_N64"
-    assert events and events[-1][0] == "done"
     assert "lack of fit" in cfg["exponent_intervals"]
+
+
+def test_progress_events_count_the_units_of_work(e2_tiny) -> None:
+    """start announces 2 units per grid point (train, analyse); every unit ends with one run
+    event numbered 1..total; end comes last; training steps arrive as status lines."""
+    _, res, events = e2_tiny
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("start") == kinds.count("end") == 1
+    n = len(res.models)
+    total = events[0].total
+    assert total == 2 * n == 8
+    runs = [e for e in events if e.kind == "run"]
+    assert [e.done for e in runs] == list(range(1, total + 1)) and all(e.total == total for e in runs)
+    assert [e.info["step"] for e in runs] == ["train"] * n + ["analyse"] * n
+    assert {e.info["name"] for e in runs} == set(res.models["name"])
+    assert not any(e.cached for e in runs)  # a fresh folder: every point trained
+    assert any(e.kind == "group" and "step" in e.message for e in events)
+    assert events[-1].done == total
 
 
 def test_rerun_reuses_the_checkpoint_and_reproduces(e2_tiny, tmp_path: Path) -> None:
@@ -76,9 +94,11 @@ def test_rerun_reuses_the_checkpoint_and_reproduces(e2_tiny, tmp_path: Path) -> 
     out, res, _ = e2_tiny
     again_out = tmp_path / "again"
     shutil.copytree(out / "checkpoints" / "L1_N32", again_out / "checkpoints" / "L1_N32")
+    events: list[Any] = []
     again = run_scaling(ScalingConfig(family="synthetic", quick=True, out=again_out, seed=gc.E2_SEED),
-                        synthetic_grid=((1,), (32,)), recipe=Recipe(**gc.E2_RECIPE))
+                        synthetic_grid=((1,), (32,)), recipe=Recipe(**gc.E2_RECIPE), progress=events.append)
     assert list(again.models["reused"]) == [True] and len(again.exponents) == 0
+    assert [(e.info["step"], e.cached) for e in events if e.kind == "run"] == [("train", True), ("analyse", False)]
     cols = [c for c in res.models.columns if c not in ("reused", "train_seconds")]
     pd.testing.assert_frame_equal(again.models[cols], res.models[res.models["name"] == "L1_N32"][cols])
     assert all(Path(f).is_file() for f in again.files)
@@ -87,15 +107,17 @@ def test_rerun_reuses_the_checkpoint_and_reproduces(e2_tiny, tmp_path: Path) -> 
 def test_miniatures_run_on_the_cached_ones(fake_cache: Path, tmp_path: Path) -> None:
     from specbound.experiments.scaling import ScalingConfig, run_scaling
 
-    events: list[tuple[str, int, int]] = []
-    res = run_scaling(ScalingConfig(family="miniatures", out=tmp_path / "out"), progress=lambda *a: events.append(a))
+    events: list[Any] = []
+    res = run_scaling(ScalingConfig(family="miniatures", out=tmp_path / "out"), progress=events.append)
     assert list(res.models["name"]) == ["L2_N128", "L2_N256"]
     assert list(res.models["source"]) == ["google/bert_uncased_L-2_H-128_A-2", "google/bert_uncased_L-2_H-256_A-4"]
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert len(cfg["missing"]) == 22 and cfg["missing"][0]["source"].startswith("google/bert_uncased_L-")
     ex = pd.read_csv(tmp_path / "out" / "exponents.csv")
     assert set(ex["x"]) == {"log10_N"} and ex["interval"].str.contains("only 2 points").all()
-    assert events and events[-1][0] == "done"
+    starts = [e for e in events if e.kind == "start"]
+    assert len(starts) == 1 and starts[0].total == 2  # the two cached miniatures are the units of work
+    assert [e.done for e in events if e.kind == "run"] == [1, 2] and events[-1].kind == "end"
 
 
 def test_offline_without_cache_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
