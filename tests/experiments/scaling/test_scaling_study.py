@@ -211,3 +211,49 @@ def test_e2_matches_golden(e2_tiny) -> None:
 def _golden_check(name: str, new: dict) -> None:
     diffs = gc.compare(gc.load(name), new, name)
     assert not diffs, "\n".join(diffs[:20])
+
+
+def test_page_and_notebook_display(e2_tiny) -> None:
+    """OUT/report.html of the tiny run: every section, the run's PNGs embedded, the models and
+    exponents tables; the short repr names the pooled slopes, the notebook display is tables only."""
+    from pagecheck import check_page
+    from report.test_html import parse
+
+    from specbound.report.experiments import write_experiment_page
+
+    out, res, _ = e2_tiny
+    page = write_experiment_page("scaling", res, out)
+    assert page == out / "report.html"
+    pngs = [Path(f) for f in res.files if str(f).endswith(".png")]
+    p = check_page(page, ["run", "models", "exponents", "norms", "plots", "skipped", "files"], pngs)
+    assert len(p.images) == 5
+    assert {"log10_spectrum_adaptive", "log10_edelman", "frac_p_star_zero", "slope", "95% interval"} <= set(p.headers)
+    text = page.read_text(encoding="utf-8")
+    for name in res.models["name"]:
+        assert f"<td>{name}</td>" in text
+    assert f"<dd>{res.config['versions']['torch']}</dd>" in text and "lack of fit" in text
+    pooled = res.exponents[(res.exponents["family"] == "spectrum_adaptive") & (res.exponents["fixed"] == "all")]
+    r = repr(res)
+    assert r.startswith("<specbound ScalingResult: E2 · 4 models (synthetic)") and len(r) < 600
+    assert "DataFrame" not in r and f"B_SA pooled slope: {pooled['slope'].iloc[0]:.3f}" in r
+    h = res._repr_html_()
+    ph = parse(h)
+    assert not ph.images and "<script" not in h and "exponents" in h.lower() and "L2_N64" in h
+
+
+def test_cli_verbose_prints_every_unit_and_writes_the_page(fake_cache: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from specbound.cli import app
+
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["experiment", "scaling", "--family", "miniatures", "--out", str(out), "--verbose"])
+    assert r.exit_code == 0, r.output
+    err = r.stderr if hasattr(r, "stderr") else r.output
+    assert "[1/2] L2_N128: analysed, log10 B_SA" in err and "[2/2] L2_N256: analysed" in err
+    assert r.stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
+    from pagecheck import check_page
+
+    p = check_page(out / "report.html", ["run", "models", "exponents", "plots", "skipped"])
+    assert len(p.images) == 5
+    assert "bert_uncased_L-12_H-768_A-12" in (out / "report.html").read_text(encoding="utf-8")  # a missing one
