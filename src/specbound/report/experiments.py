@@ -206,6 +206,7 @@ _PLOT_TEXT: dict[str, str] = {
     "singular_values.png": "Singular-value decay of the featured model's matrices (first, middle, last layer).",
     "norms_vs_N.png": "Mean spectral, (2,1) and (1,1) norms per matrix kind against N.",
     "ranking.png": "Measures ranked by granulated Kendall τ with the accuracy gap.",
+    "ranking_loss_gap.png": "Measures ranked by granulated Kendall τ with the loss gap.",
 }
 
 #: E3 draws one scatter plot per measure: the first few (by rank) are shown, the rest folded.
@@ -374,7 +375,8 @@ def _e2_models(ctx: ExperimentContext) -> str:
         "heldout_masked_ce", "unigram_masked_ce", "train_seconds", "reused"]
     return ('<p class="muted">B_SA is spectrum_adaptive, B_E edelman; log10_sa_p0_cap: B_SA if every p* were 0 '
             "(an upper bound on B_SA that ignores the weight values). Proxies, not calibrated bounds. Every "
-            "column in models.csv.</p>" + _adaptivity_note(m)
+            f"column in models.csv. Featured model (per-matrix plots): "
+            f"{esc(ctx.config.get('featured_model', 'n/a'))}.</p>" + _adaptivity_note(m)
             + _scroll(frame_table(m, cols, css="mono", text=("name", "reused"))))
 
 
