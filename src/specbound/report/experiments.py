@@ -394,8 +394,8 @@ def _e2_exponents(ctx: ExperimentContext) -> str:
     return ('<p class="muted">Against log10_N: the exponent of N at fixed L; against L: decades per layer at '
             "fixed N; pooled: log10 proxy = c + a·log10 N + b·L over the whole grid. The intervals are OLS over "
             "single checkpoints (one model per grid point): they measure lack of fit, not sampling error.</p>"
-            + table(["family", "against", "at", "n", "slope", "95% interval"], rows, sortable=True,
-                    numeric=[False, False, False, True, True, False]))
+            + _scroll(table(["family", "against", "at", "n", "slope", "95% interval"], rows, sortable=True,
+                            numeric=[False, False, False, True, True, False])))
 
 
 @E2.register("norms", "Norms per matrix kind", order=40)

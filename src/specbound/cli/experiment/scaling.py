@@ -29,18 +29,21 @@ from the Hugging Face cache or the hub (missing ones are listed; --quick: the 4 
 --family synthetic: BERT-style encoders (heads N/32, d_ff 4N) trained here on a seeded
 synthetic language, grid L in {2,4,6,8} x N in {64,128,256}; --quick: L in {1,2,3} x N in
 {32,64} with a 300-step budget. Finished checkpoints in OUT/checkpoints are reused.
+--quick, measured (2 cores, 2 torch threads): 892 s of CPU time, nearly all
+training; 70 min wall at load average 13-20 (a shared machine); at least
+7.5 min on 2 idle cores (CPU time / 2).
 --family FILE: a .csv or .json listing source (folder or hub id), L, N and optionally name.
 
-Writes OUT/report.html (one self-contained page: tables, plots, config, versions), models.csv,
-exponents.csv, norms.csv, config.json and PNG plots. A progress bar on a terminal; --verbose
-prints one line per trained and per analysed model.
+Writes OUT/report.html (one self-contained page: tables, plots, config,
+versions), models.csv, exponents.csv, norms.csv, config.json and PNG plots.
+A progress bar on a terminal; --verbose: one line per trained and analysed model.
 """
 
 
 def scaling(
     family: str = typer.Option("synthetic", "--family", help="miniatures, synthetic, or a grid FILE (.csv/.json)."),
     out: Path = typer.Option(Path("specbound-e2"), "--out", help="Output folder (reused on rerun)."),
-    quick: bool = typer.Option(False, "--quick", help="Small grid and budget (synthetic: < 3 min on 2 cores)."),
+    quick: bool = typer.Option(False, "--quick", help="Small grid and budget (synthetic: 6 models, 15 CPU-minutes; see above)."),
     seed: int = typer.Option(0, "--seed", help="Seed of corpora, initialisation and masking."),
     device: str = typer.Option("cpu", "--device", help="torch device for training and analysis."),
     l_phi: float = typer.Option(1.13, "--l-phi", help="Lipschitz constant of the activation (GELU: 1.13)."),
