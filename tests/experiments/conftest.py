@@ -15,17 +15,17 @@ import exp_golden_cases as gc
 
 
 @pytest.fixture(scope="session")
-def e2_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[tuple[str, int, int]]]:
+def e2_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[Any]]:
     """The tiny synthetic E2 run: ``(out, ScalingResult, progress events)``."""
     from specbound.experiments.scaling import Recipe, ScalingConfig, run_scaling
 
     out = tmp_path_factory.mktemp("e2-tiny")
-    events: list[tuple[str, int, int]] = []
+    events: list[Any] = []
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         res = run_scaling(ScalingConfig(family="synthetic", quick=True, out=out, seed=gc.E2_SEED),
-                          progress=lambda *a: events.append(a), synthetic_grid=gc.E2_GRID,
+                          progress=events.append, synthetic_grid=gc.E2_GRID,
                           recipe=Recipe(**gc.E2_RECIPE))
     finally:
         torch.set_num_threads(old)

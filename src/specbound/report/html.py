@@ -170,6 +170,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:6px 0}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:0 32px}
 h3{font-size:14px;margin:12px 0 4px}.cards>div{min-width:0}dd{overflow-wrap:anywhere}
 .muted{color:var(--mute)}footer{margin-top:32px;color:var(--mute);font-size:12px}
+figure{margin:10px 0 18px}figcaption{color:var(--mute)}details{margin:6px 0}summary{cursor:pointer;color:var(--accent)}
 """
 
 #: Click a header of a ``table.sortable``: sort its rows by that column (``data-v`` numbers first).

@@ -38,3 +38,9 @@ def test_cli_prints_ranking_table(tmp_path):
     assert "Kendall τ-a" in flat and "τ-b beside it" in flat and "Dziugaite" in flat and "unweighted" in flat
     assert "B_SA (spectrum_adaptive) adaptivity" in flat and "frac_p_star_zero" in flat
     assert (tmp_path / "o" / "scores.csv").is_file()
+    page = tmp_path / "o" / "report.html"
+    assert r.stdout.strip().splitlines()[-1] == f"report: {page}"
+    from pagecheck import check_page
+
+    p = check_page(page, ["run", "ranking", "models", "plots", "skipped"])
+    assert not p.images and "Plots not drawn (--no-plots" in page.read_text(encoding="utf-8")

@@ -185,3 +185,33 @@ def test_e3_sparse_majority_matches_golden(e3_tiny) -> None:
     assert not diffs, "\n".join(diffs[:20])
 
 
+
+
+def test_page_and_notebook_display(e3_tiny) -> None:
+    """OUT/report.html of the tiny sweep: every section, ranking.png and the scatter plots
+    embedded (each once), the ranking table; the result is still the dict, with a short repr
+    naming the best-ranked measure and a notebook display of tables only."""
+    from pagecheck import check_page
+    from report.test_html import parse
+
+    from specbound.report.experiments import SCATTERS_SHOWN, write_experiment_page
+
+    out, res, _, _ = e3_tiny
+    assert isinstance(res, dict) and set(res) == {"models", "scores", "config", "files", "failed"}
+    page = write_experiment_page("correlation", res, out)
+    pngs = [Path(f) for f in res["files"] if str(f).endswith(".png")]
+    p = check_page(page, ["run", "ranking", "loss_gap", "models", "plots", "skipped", "files"], pngs)
+    n_scatter = sum(f.name.startswith("scatter_") for f in pngs)
+    assert n_scatter > SCATTERS_SHOWN and len(p.images) == len(pngs) > n_scatter
+    text = page.read_text(encoding="utf-8")
+    assert f"The other {n_scatter - SCATTERS_SHOWN} scatter plots" in text
+    assert {"measure", "kendall_tau", "granulated_tau_mean", "robust_sign_error_max", "gap"} <= set(p.headers)
+    gap = res["scores"][res["scores"]["target"] == "gap"].sort_values("rank")
+    best = gap.iloc[0]
+    assert f"<td>{best['measure']}</td>" in text
+    r = repr(res)
+    assert r.startswith(f"<specbound SweepResult: E3 · {N_MODELS} models (sparse-majority)") and len(r) < 600
+    assert f"#1 {best['measure']}: granulated τ" in r and "DataFrame" not in r
+    h = res._repr_html_()
+    ph = parse(h)
+    assert not ph.images and "<script" not in h and best["measure"] in h

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ def test_tiny_synthetic_run_writes_every_table_and_plot(e2_tiny) -> None:
     """The ``--quick`` code path (synthetic family: train, analyse, fit, plot) on a 2 x 2 grid
     with a few training steps (the golden configuration; the real --quick preset trains 6 models
     for 300 steps, see the README)."""
-    out, res, events = e2_tiny
+    out, res, _ = e2_tiny
     expected = ["models.csv", "exponents.csv", "norms.csv", "config.json", "proxy_vs_N.png", "proxy_vs_L.png",
                 "term_curves.png", "singular_values.png", "norms_vs_N.png"]
     for f in expected:
@@ -62,8 +63,25 @@ def test_tiny_synthetic_run_writes_every_table_and_plot(e2_tiny) -> None:
     assert cfg["seed"] == gc.E2_SEED and cfg["config"]["quick"] is True and cfg["wall_time_seconds"] > 0
     assert cfg["versions"]["torch"] == torch.__version__ and cfg["recipe"]["steps"] == gc.E2_RECIPE["steps"]
     assert cfg["grid"] == {"L": list(Ls), "N": list(Ns)} and cfg["featured_model"] == "L2_N64"
-    assert events and events[-1][0] == "done"
     assert "lack of fit" in cfg["exponent_intervals"]
+
+
+def test_progress_events_count_the_units_of_work(e2_tiny) -> None:
+    """start announces 2 units per grid point (train, analyse); every unit ends with one run
+    event numbered 1..total; end comes last; training steps arrive as status lines."""
+    _, res, events = e2_tiny
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("start") == kinds.count("end") == 1
+    n = len(res.models)
+    total = events[0].total
+    assert total == 2 * n == 8
+    runs = [e for e in events if e.kind == "run"]
+    assert [e.done for e in runs] == list(range(1, total + 1)) and all(e.total == total for e in runs)
+    assert [e.info["step"] for e in runs] == ["train"] * n + ["analyse"] * n
+    assert {e.info["name"] for e in runs} == set(res.models["name"])
+    assert not any(e.cached for e in runs)  # a fresh folder: every point trained
+    assert any(e.kind == "group" and "step" in e.message for e in events)
+    assert events[-1].done == total
 
 
 def test_rerun_reuses_the_checkpoint_and_reproduces(e2_tiny, tmp_path: Path) -> None:
@@ -76,9 +94,11 @@ def test_rerun_reuses_the_checkpoint_and_reproduces(e2_tiny, tmp_path: Path) -> 
     out, res, _ = e2_tiny
     again_out = tmp_path / "again"
     shutil.copytree(out / "checkpoints" / "L1_N32", again_out / "checkpoints" / "L1_N32")
+    events: list[Any] = []
     again = run_scaling(ScalingConfig(family="synthetic", quick=True, out=again_out, seed=gc.E2_SEED),
-                        synthetic_grid=((1,), (32,)), recipe=Recipe(**gc.E2_RECIPE))
+                        synthetic_grid=((1,), (32,)), recipe=Recipe(**gc.E2_RECIPE), progress=events.append)
     assert list(again.models["reused"]) == [True] and len(again.exponents) == 0
+    assert [(e.info["step"], e.cached) for e in events if e.kind == "run"] == [("train", True), ("analyse", False)]
     cols = [c for c in res.models.columns if c not in ("reused", "train_seconds")]
     pd.testing.assert_frame_equal(again.models[cols], res.models[res.models["name"] == "L1_N32"][cols])
     assert all(Path(f).is_file() for f in again.files)
@@ -87,15 +107,17 @@ def test_rerun_reuses_the_checkpoint_and_reproduces(e2_tiny, tmp_path: Path) -> 
 def test_miniatures_run_on_the_cached_ones(fake_cache: Path, tmp_path: Path) -> None:
     from specbound.experiments.scaling import ScalingConfig, run_scaling
 
-    events: list[tuple[str, int, int]] = []
-    res = run_scaling(ScalingConfig(family="miniatures", out=tmp_path / "out"), progress=lambda *a: events.append(a))
+    events: list[Any] = []
+    res = run_scaling(ScalingConfig(family="miniatures", out=tmp_path / "out"), progress=events.append)
     assert list(res.models["name"]) == ["L2_N128", "L2_N256"]
     assert list(res.models["source"]) == ["google/bert_uncased_L-2_H-128_A-2", "google/bert_uncased_L-2_H-256_A-4"]
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert len(cfg["missing"]) == 22 and cfg["missing"][0]["source"].startswith("google/bert_uncased_L-")
     ex = pd.read_csv(tmp_path / "out" / "exponents.csv")
     assert set(ex["x"]) == {"log10_N"} and ex["interval"].str.contains("only 2 points").all()
-    assert events and events[-1][0] == "done"
+    starts = [e for e in events if e.kind == "start"]
+    assert len(starts) == 1 and starts[0].total == 2  # the two cached miniatures are the units of work
+    assert [e.done for e in events if e.kind == "run"] == [1, 2] and events[-1].kind == "end"
 
 
 def test_offline_without_cache_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,3 +211,49 @@ def test_e2_matches_golden(e2_tiny) -> None:
 def _golden_check(name: str, new: dict) -> None:
     diffs = gc.compare(gc.load(name), new, name)
     assert not diffs, "\n".join(diffs[:20])
+
+
+def test_page_and_notebook_display(e2_tiny) -> None:
+    """OUT/report.html of the tiny run: every section, the run's PNGs embedded, the models and
+    exponents tables; the short repr names the pooled slopes, the notebook display is tables only."""
+    from pagecheck import check_page
+    from report.test_html import parse
+
+    from specbound.report.experiments import write_experiment_page
+
+    out, res, _ = e2_tiny
+    page = write_experiment_page("scaling", res, out)
+    assert page == out / "report.html"
+    pngs = [Path(f) for f in res.files if str(f).endswith(".png")]
+    p = check_page(page, ["run", "models", "exponents", "norms", "plots", "skipped", "files"], pngs)
+    assert len(p.images) == 5
+    assert {"log10_spectrum_adaptive", "log10_edelman", "frac_p_star_zero", "slope", "95% interval"} <= set(p.headers)
+    text = page.read_text(encoding="utf-8")
+    for name in res.models["name"]:
+        assert f"<td>{name}</td>" in text
+    assert f"<dd>{res.config['versions']['torch']}</dd>" in text and "lack of fit" in text
+    pooled = res.exponents[(res.exponents["family"] == "spectrum_adaptive") & (res.exponents["fixed"] == "all")]
+    r = repr(res)
+    assert r.startswith("<specbound ScalingResult: E2 · 4 models (synthetic)") and len(r) < 600
+    assert "DataFrame" not in r and f"B_SA pooled slope: {pooled['slope'].iloc[0]:.3f}" in r
+    h = res._repr_html_()
+    ph = parse(h)
+    assert not ph.images and "<script" not in h and "exponents" in h.lower() and "L2_N64" in h
+
+
+def test_cli_verbose_prints_every_unit_and_writes_the_page(fake_cache: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from specbound.cli import app
+
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["experiment", "scaling", "--family", "miniatures", "--out", str(out), "--verbose"])
+    assert r.exit_code == 0, r.output
+    err = r.stderr if hasattr(r, "stderr") else r.output
+    assert "[1/2] L2_N128: analysed, log10 B_SA" in err and "[2/2] L2_N256: analysed" in err
+    assert r.stdout.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
+    from pagecheck import check_page
+
+    p = check_page(out / "report.html", ["run", "models", "exponents", "plots", "skipped"])
+    assert len(p.images) == 5
+    assert "bert_uncased_L-12_H-768_A-12" in (out / "report.html").read_text(encoding="utf-8")  # a missing one

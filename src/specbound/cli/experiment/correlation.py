@@ -36,6 +36,7 @@ model: --ray starts a local Ray instance, --ray-address ADDRESS joins a cluster.
 are cached in OUT/models/ and reused, so an interrupted sweep resumes where it stopped.
 
 Writes OUT/models.csv (hyper-parameters, train/test metrics, gaps, every measure),
+OUT/report.html (one self-contained page: ranking, models, plots, config, versions),
 OUT/scores.csv (per target gap and measure: Kendall tau-a and tau-b, granulated tau per axis
 and mean with the number of constant-gap groups, Dziugaite et al.'s robust sign error (max,
 90th percentile, mean over environments), the unweighted sign error, number of models), OUT/config.json (config, versions,
@@ -96,6 +97,13 @@ def correlation(
     _print_ranking(con, res["scores"], top, res["models"])
     con.print(f"wrote {out}/ (models.csv, scores.csv, config.json{', plots' if plots else ''})", highlight=False,
               soft_wrap=True)
+    from specbound.report.experiments import write_experiment_page
+
+    try:
+        page = write_experiment_page("correlation", res, out)
+    except OSError as e:
+        fail(f"cannot write {out}/report.html: {e.strerror or e}", BAD_INPUT)
+    con.print(f"report: {page}", highlight=False, soft_wrap=True)
 
 
 def _print_ranking(con: Any, scores: Any, top: int, models: Any = None) -> None:
@@ -129,24 +137,8 @@ def _print_ranking(con: Any, scores: Any, top: int, models: Any = None) -> None:
                   plain(r["robust_sign_error_mean"]), str(r["n_environments"]),
                   plain(r["sign_error_unweighted"]), str(r["n_models"]))
     con.print(t)
+    from specbound.report.experiments import adaptivity_line
+
     line = adaptivity_line(models)
     if line:
         con.print(line, highlight=False, soft_wrap=True)
-
-
-def adaptivity_line(models: Any) -> str | None:
-    """One line on B_SA's adaptivity over the models (bounds.md §4): the range of
-    ``frac_p_star_zero`` and of the median scale margin; ``None`` without those columns."""
-    if models is None or "frac_p_star_zero" not in getattr(models, "columns", ()):
-        return None
-    fr = models["frac_p_star_zero"].astype(float)
-    mg = models["median_log10_scale_margin"].astype(float)
-    n_inactive = int((fr == 1.0).sum())
-
-    def rng(x: Any, spec: str) -> str:
-        x = x.dropna()
-        return "n/a" if x.empty else f"{format(x.min(), spec)} .. {format(x.max(), spec)} (median {format(x.median(), spec)})"
-
-    return (f"B_SA (spectrum_adaptive) adaptivity: inactive (every p* = 0) in {n_inactive} of {len(models)} models; "
-            f"frac_p_star_zero {rng(fr, '.3f')}; median log10 scale margin {rng(mg, '.2f')} decades "
-            f"(columns frac_p_star_zero, median_log10_scale_margin of models.csv)")

@@ -24,7 +24,7 @@ HELP = """E4: the infinite-width limit of one attention layer is not Gaussian (S
 
 Samples y[1,1] of one multi-head attention layer (s = 4 tokens) at finite width with an exact fast sampler (Wishart/Bartlett algebra, cost independent of n) and from its hierarchical limit (Gaussian given random scores), and measures KL(finite || limit), KL(limit || N(0, sigma2_inf)) and KL(finite || N(0, sigma2_inf)) from the exact mixture densities (no kernel), with the estimator's floor (two independent limit draws).
 
-Sweeps: n in {16,64,256,1024} at H = 2 (identity and ReLU tokens); H in {1,2,...,256} at n = 256; low rank n_H = 64, n = 64 H, H in {1,...,256}. Default 10 seeds, 50,000 samples per setting (ReLU: twice --samples). Writes OUT/kl.csv, summary.csv, headline.json, densities.json, config.json and PNG plots; finished (sweep, seed) units in OUT/units/ are reused on rerun.
+Sweeps: n in {16,64,256,1024} at H = 2 (identity and ReLU tokens); H in {1,2,...,256} at n = 256; low rank n_H = 64, n = 64 H, H in {1,...,256}. Default 10 seeds, 50,000 samples per setting (ReLU: twice --samples). Writes OUT/report.html (one self-contained page: tables, plots, config, versions), kl.csv, summary.csv, headline.json, densities.json, config.json and PNG plots; finished (sweep, seed) units in OUT/units/ are reused on rerun.
 """
 
 
@@ -97,6 +97,13 @@ def infinite_width(
     except OSError as e:
         fail(f"cannot write to {out_dir}: {e.strerror or e}", BAD_INPUT)
     _report(res, out_dir)
+    from specbound.report.experiments import write_experiment_page
+
+    try:
+        page = write_experiment_page("infinite-width", res, out_dir)
+    except OSError as e:
+        fail(f"cannot write {out_dir}/report.html: {e.strerror or e}", BAD_INPUT)
+    out.print(f"report: {page}", highlight=False, soft_wrap=True)
 
 
 def _fmt(x: float) -> str:

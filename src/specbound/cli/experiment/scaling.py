@@ -8,7 +8,14 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from specbound.cli.console import BAD_INPUT, USAGE, err, fail, progress_bar
+from specbound.cli.console import (
+    BAD_INPUT,
+    USAGE,
+    err,
+    event_progress,
+    fail,
+    progress_bar,
+)
 from specbound.cli.console import out as con
 from specbound.cli.options import check_device, check_outputs, check_positive
 from specbound.errors import SpecboundError
@@ -22,21 +29,27 @@ from the Hugging Face cache or the hub (missing ones are listed; --quick: the 4 
 --family synthetic: BERT-style encoders (heads N/32, d_ff 4N) trained here on a seeded
 synthetic language, grid L in {2,4,6,8} x N in {64,128,256}; --quick: L in {1,2,3} x N in
 {32,64} with a 300-step budget. Finished checkpoints in OUT/checkpoints are reused.
+--quick, measured (2 cores, 2 torch threads): 892 s of CPU time, nearly all
+training; 70 min wall at load average 13-20 (a shared machine); at least
+7.5 min on 2 idle cores (CPU time / 2).
 --family FILE: a .csv or .json listing source (folder or hub id), L, N and optionally name.
 
-Writes OUT/models.csv, exponents.csv, norms.csv, config.json and PNG plots.
+Writes OUT/report.html (one self-contained page: tables, plots, config,
+versions), models.csv, exponents.csv, norms.csv, config.json and PNG plots.
+A progress bar on a terminal; --verbose: one line per trained and analysed model.
 """
 
 
 def scaling(
     family: str = typer.Option("synthetic", "--family", help="miniatures, synthetic, or a grid FILE (.csv/.json)."),
     out: Path = typer.Option(Path("specbound-e2"), "--out", help="Output folder (reused on rerun)."),
-    quick: bool = typer.Option(False, "--quick", help="Small grid and budget (synthetic: < 3 min on 2 cores)."),
+    quick: bool = typer.Option(False, "--quick", help="Small grid and budget (synthetic: 6 models, 15 CPU-minutes; see above)."),
     seed: int = typer.Option(0, "--seed", help="Seed of corpora, initialisation and masking."),
     device: str = typer.Option("cpu", "--device", help="torch device for training and analysis."),
     l_phi: float = typer.Option(1.13, "--l-phi", help="Lipschitz constant of the activation (GELU: 1.13)."),
     featured: str = typer.Option(None, "--featured", help="Model name (e.g. L4_N128) for the per-matrix plots; default: the largest."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print one line per trained and per analysed model."),
 ) -> None:
     """E2: growth of the bound proxies with depth and width."""
     fam = family.strip()
@@ -68,8 +81,8 @@ def scaling(
     created = _new_folders(out)
     try:
         try:
-            with progress_bar("E2 scaling") as update:
-                res = run_scaling(cfg, lambda message, done, total: update(done, total, message))
+            with progress_bar("E2 scaling", status=True) as update:
+                res = run_scaling(cfg, event_progress(update, verbose))
         except SpecboundError as e:
             fail(str(e), BAD_INPUT)
         except FloatingPointError as e:
@@ -88,6 +101,17 @@ def scaling(
     _print_exponents(con, res.exponents, res.models)
     for f in res.files:
         con.print(f"  {f}", highlight=False)
+    _write_page(res, out)
+
+
+def _write_page(res: Any, out: Path) -> None:
+    from specbound.report.experiments import write_experiment_page
+
+    try:
+        page = write_experiment_page("scaling", res, out)
+    except OSError as e:
+        fail(f"cannot write {out}/report.html: {e.strerror or e}", BAD_INPUT)
+    con.print(f"report: {page}", highlight=False, soft_wrap=True)
 
 
 def _print_exponents(con: Any, exponents: Any, models: Any = None) -> None:
@@ -108,7 +132,7 @@ def _print_exponents(con: Any, exponents: Any, models: Any = None) -> None:
         t.add_row(str(r.family), str(r.x), at, str(r.n_points), f"{r.slope:.3f}", ci)
     con.print(t)
     if models is not None and "frac_p_star_zero" in getattr(models, "columns", ()):
-        from specbound.cli.experiment.correlation import adaptivity_line
+        from specbound.report.experiments import adaptivity_line
 
         con.print(adaptivity_line(models), highlight=False, soft_wrap=True)
 

@@ -97,6 +97,12 @@ def sparse_majority(
     except OSError as e:
         fail(f"cannot write to {out_dir}: {e.strerror or e}", BAD_INPUT)
     _summary(result, out_dir)
+    from specbound.report.experiments import write_experiment_page
+
+    try:
+        out.print(f"report: {write_experiment_page('sparse-majority', result, out_dir)}", highlight=False)
+    except OSError as e:
+        fail(f"cannot write {out_dir}/report.html: {e.strerror or e}", BAD_INPUT)
 
 
 def _summary(result: dict[str, Any], out_dir: Path) -> None:

@@ -100,6 +100,7 @@ from specbound.experiments.correlation.scores import (
     score_table,
 )
 from specbound.experiments.correlation.sweep import (
+    SweepResult,
     run_sweep,
 )
 
@@ -113,6 +114,7 @@ __all__ = [
     "QUICK_BASE",
     "QUICK_SETTINGS",
     "SweepConfig",
+    "SweepResult",
     "TARGETS",
     "TASKS",
     "TaskData",

@@ -38,14 +38,31 @@ def _save_cached(out: Path, cfg: SweepConfig, spec: ModelSpec, state: dict[str, 
 #: The gaps every measure is scored against (``target`` column of ``scores.csv``).
 
 
+class SweepResult(dict):  # type: ignore[type-arg]
+    """What :func:`run_sweep` returns: the dict ``{"models", "scores", "config", "files",
+    "failed"}`` (used as a dict), with a short ``repr`` and a notebook display."""
+
+    def __repr__(self) -> str:
+        """Short: the sweep, the three best-ranked measures, failures, wall time."""
+        from specbound.report.experiments import short_repr
+
+        return short_repr("correlation", self)
+
+    def _repr_html_(self) -> str:
+        """The notebook display: the ranking table (``OUT/report.html`` has it all)."""
+        from specbound.report.experiments import experiment_snippet
+
+        return experiment_snippet("correlation", self)
+
+
 def run_sweep(cfg: SweepConfig, out: str | Path, *, jobs: int = 1, ray_address: str | None = None,
-              progress: ProgressCallback | None = None, plots: bool = True) -> dict[str, Any]:
+              progress: ProgressCallback | None = None, plots: bool = True) -> SweepResult:
     """Run (or resume) the sweep and write ``models.csv``, ``scores.csv``, ``config.json`` and
     the plots to ``out``. ``jobs``: local worker processes (1 = in this process); ``ray_address``:
     run every model as a Ray task instead (``"local"`` starts a local instance).
 
-    Returns ``{"models": DataFrame, "scores": DataFrame, "config": dict, "files": [...],
-    "failed": [(model_id, error)]}``. A model whose training fails (e.g. diverges) is listed in
+    Returns a :class:`SweepResult`, the dict ``{"models": DataFrame, "scores": DataFrame,
+    "config": dict, "files": [...], "failed": [(model_id, error)]}``. A model whose training fails (e.g. diverges) is listed in
     ``failed`` and in ``config.json``; the others are scored."""
     import pandas as pd
 
@@ -147,4 +164,4 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, jobs: int = 1, ray_address: 
     files.append(str(out / "config.json"))
     emit(ProgressEvent(kind="end", done=len(rows), total=total,
                        message=f"{len(rows)} models ({n_cached} reused, {len(failed)} failed) in {wall:.1f} s"))
-    return {"models": models, "scores": scores, "config": meta, "files": files, "failed": failed}
+    return SweepResult(models=models, scores=scores, config=meta, files=files, failed=failed)

@@ -61,6 +61,18 @@ class StudyResult:
     config: dict[str, Any]
     files: list[Path] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        """Short: the units run and the headline slopes (not the dataclass dump)."""
+        from specbound.report.experiments import short_repr
+
+        return short_repr("infinite-width", self)
+
+    def _repr_html_(self) -> str:
+        """The notebook display: the headline and the KL table (``OUT/report.html`` has it all)."""
+        from specbound.report.experiments import experiment_snippet
+
+        return experiment_snippet("infinite-width", self)
+
 
 def _unit_path(out: Path, experiment: str, k: int) -> Path:
     return out / "units" / f"{experiment}_seed{k}.json"

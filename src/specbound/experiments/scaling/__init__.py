@@ -16,7 +16,11 @@ Outputs in ``out``: ``models.csv`` (one row per model: L, N, H, source, every bo
 value and log10 value, mean p*, norm summaries, training metrics for the synthetic family),
 ``exponents.csv`` (:func:`.fits.fit_exponents`), ``norms.csv``
 (per model and matrix kind: mean spectral, (2,1) and (1,1) norms), ``config.json`` (config,
-seed, versions, wall time, missing models) and PNG plots (:mod:`.plots`).
+seed, versions, wall time, missing models) and PNG plots (:mod:`.plots`). The command also writes
+``report.html`` (:func:`specbound.report.experiments.write_experiment_page`); the result's
+``_repr_html_`` is its notebook display. Progress: ``ProgressEvent`` objects
+(:data:`.study.Progress`), one ``run`` event per unit of work (a grid point trained or reused, a
+model analysed).
 
 Column names: ``<family>`` is the proxy's value (empty when it overflows float64),
 ``log10_<family>`` its log10 (always finite); B_SA is ``spectrum_adaptive``, B_E ``edelman``.

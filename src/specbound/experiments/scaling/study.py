@@ -17,14 +17,24 @@ import pandas as pd
 import torch
 
 from specbound.errors import InputError
-from specbound.experiments.common import versions, write_csv_atomic, write_text_atomic
+from specbound.experiments.common import (
+    ProgressCallback,
+    ProgressEvent,
+    versions,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from specbound.experiments.scaling import grid
 from specbound.experiments.scaling import synthetic as synth
 from specbound.experiments.scaling.fits import fit_exponents
 from specbound.spectra.spectrum import KINDS
 
-#: ``progress(message, done, total)``: the library never prints; the CLI draws a bar from this.
-Progress = Callable[[str, int, int], None]
+#: ``progress(event)`` with a :class:`~specbound.experiments.common.ProgressEvent`, as E1, E3 and E4
+#: report: ``start`` (``total`` units of work: every grid point to train, synthetic family, and every
+#: model to analyse), ``group`` (a status line: training steps, the model being analysed), ``run``
+#: (one unit done; ``cached``: a reused checkpoint) and ``end``. The library never prints; the CLI
+#: draws a bar from these.
+Progress = ProgressCallback
 
 @dataclass
 class ScalingConfig:
@@ -63,6 +73,18 @@ class ScalingResult:
     files: list[Path]
     config: dict[str, Any]
     families: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        """Short: the grid, B_SA's and B_E's pooled growth slopes, missing models, wall time."""
+        from specbound.report.experiments import short_repr
+
+        return short_repr("scaling", self)
+
+    def _repr_html_(self) -> str:
+        """The notebook display: the models and the growth exponents (``OUT/report.html`` has it all)."""
+        from specbound.report.experiments import experiment_snippet
+
+        return experiment_snippet("scaling", self)
 
 
 def norms_11(path: str, device: str = "cpu") -> dict[str, list[float]]:
@@ -105,6 +127,10 @@ def _log10_sa_p0_cap(mats: pd.DataFrame, L: int) -> float:
     return math.log10(float(mats["term_p0"].astype(float).sum()) + math.sqrt(L))
 
 
+def _fmt_log(v: Any) -> str:
+    return "n/a" if v is None or math.isnan(float(v)) else f"{float(v):.3f}"
+
+
 def run_scaling(
     cfg: ScalingConfig,
     progress: Progress | None = None,
@@ -133,9 +159,15 @@ def run_scaling(
         from specbound import analyze
     report_fn = analyze
 
-    def say(msg: str, done: int, total: int) -> None:
-        if progress is not None:
-            progress(msg, done, total)
+    emit: ProgressCallback = progress or (lambda ev: None)
+    count = {"done": 0, "total": 0}
+
+    def status(msg: str) -> None:
+        emit(ProgressEvent("group", count["done"], count["total"], msg))
+
+    def unit(msg: str, cached: bool = False, **info: Any) -> None:
+        count["done"] += 1
+        emit(ProgressEvent("run", count["done"], count["total"], msg, cached=cached, info=info))
 
     extra: dict[str, dict[str, Any]] = {}
     cfg_extra: dict[str, Any] = {}
@@ -143,7 +175,20 @@ def run_scaling(
     if cfg.family == "synthetic":
         Ls, Ns = synthetic_grid or (synth.QUICK_GRID if cfg.quick else synth.DEFAULT_GRID)
         recipe = recipe or (synth.QUICK_RECIPE if cfg.quick else synth.DEFAULT_RECIPE)
-        metas = synth.train_grid(out, Ls, Ns, recipe, cfg.seed, say, cfg.device)
+        n_points = len(Ls) * len(Ns)
+        count["total"] = 2 * n_points  # train (or reuse) every grid point, then analyse it
+        emit(ProgressEvent("start", 0, count["total"], f"E2 synthetic: train and analyse {n_points} models"))
+
+        def trained(meta: dict[str, Any], i: int, n: int) -> None:
+            name = f"L{meta['L']}_N{meta['N']}"
+            if meta.get("reused"):
+                unit(f"{name}: checkpoint reused", cached=True, name=name, step="train")
+            else:
+                unit(f"{name}: trained in {float(meta.get('train_seconds', 0.0)):.1f} s, held-out masked CE "
+                     f"{float(meta.get('heldout_masked_ce', float('nan'))):.3f}", name=name, step="train")
+
+        metas = synth.train_grid(out, Ls, Ns, recipe, cfg.seed, lambda msg, done, total: status(msg), cfg.device,
+                                 on_point=trained)
         present = []
         for m in metas:
             e = grid.GridEntry(f"L{m['L']}_N{m['N']}", str(Path(m["path"]).relative_to(out)), m["L"], m["N"])
@@ -174,8 +219,10 @@ def run_scaling(
         else:
             entries = grid.read_grid(cfg.family)
             cfg_extra = {"grid_file": str(Path(cfg.family).resolve())}
-        say(f"resolve {len(entries)} checkpoints", 0, len(entries))
+        status(f"resolve {len(entries)} checkpoints")
         present, missing = grid.resolve_entries(entries, cfg.cache_dir)
+        count["total"] = len(present)  # analyse every model that can be had
+        emit(ProgressEvent("start", 0, count["total"], f"E2: analyse {len(present)} of {len(entries)} models"))
         if not present:
             cache = cfg.cache_dir or str(grid.hub_cache_dir())
             if cfg.family == "miniatures":
@@ -196,11 +243,12 @@ def run_scaling(
     if cfg.featured and cfg.featured not in {e.name for e, _ in present}:
         raise InputError(f"--featured {cfg.featured}: no such model among {', '.join(e.name for e, _ in present)}.")
     for i, (e, path) in enumerate(present):
-        say(f"analyse {e.name}", i, len(present))
+        status(f"analyse {e.name}")
         try:
             rep = report_fn(path, l_phi=cfg.l_phi, device=cfg.device)
         except InputError as err:  # unreadable / unsupported checkpoint: listed, the study goes on
             missing.append((e, f"analysis failed: {err}"))
+            unit(f"{e.name}: analysis failed: {err}", name=e.name, step="analyse")
             continue
         info = _model_dict(rep.model)
         L_m, N_m = int(info["L"]), int(info["N"])
@@ -261,6 +309,8 @@ def run_scaling(
         rows.append(row)
         if e.name == featured:
             reports[e.name] = (rep, e)
+        unit(f"{e.name}: analysed, log10 B_SA {_fmt_log(row.get('log10_spectrum_adaptive'))}, "
+             f"log10 B_E {_fmt_log(row.get('log10_edelman'))}", name=e.name, step="analyse")
     if not rows:
         raise InputError(f"no checkpoint of {cfg.family} could be analysed; first problem: {missing[0][1]}")
     if featured not in reports:  # the featured model failed: feature the largest analysed one
@@ -268,7 +318,7 @@ def run_scaling(
         featured = big["name"]
         e_big = next(e for e, _ in present if e.name == featured)
         reports[featured] = (report_fn(dict(present)[e_big], l_phi=cfg.l_phi, device=cfg.device), e_big)
-    say("write tables and plots", len(present), len(present))
+    status("write tables and plots")
 
     models = pd.DataFrame(rows).sort_values(["L", "N"]).reset_index(drop=True)
     norms = pd.DataFrame(norm_rows).sort_values(["L", "N", "kind"]).reset_index(drop=True)
@@ -331,7 +381,7 @@ def run_scaling(
     }
     files.append(out / "config.json")
     write_text_atomic(out / "config.json", json.dumps(config, indent=2, default=str))
-    say("done", len(present), len(present))
+    emit(ProgressEvent("end", count["done"], count["total"], f"{len(rows)} models in {time.time() - t0:.1f} s"))
     return ScalingResult(
         models=models,
         exponents=exponents,

@@ -320,11 +320,13 @@ def train_grid(
     seed: int,
     progress: Callable[[str, int, int], None] | None = None,
     device: str | torch.device = "cpu",
+    on_point: Callable[[dict[str, Any], int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train (or reuse) every grid point, cheapest first; returns their ``training.json`` dicts.
 
     ``progress(message, done, total)`` reports finished grid points and, within a point,
-    training steps (``message`` names the point).
+    training steps (``message`` names the point). ``on_point(meta, done, total)`` is called
+    when a point is finished (trained or reused: ``meta["reused"]``).
     """
     points = sorted(((L, N) for L in Ls for N in Ns), key=lambda p: (p[0] * p[1] ** 2, p))
     corpora: Corpora | None = None
@@ -334,6 +336,8 @@ def train_grid(
         if progress is not None:
             progress(f"train L={L} N={N}", i, len(points))
         if corpora is None and not _finished(d, L, N, recipe, seed):
+            if progress is not None:
+                progress("make the synthetic corpora", i, len(points))
             corpora = make_corpora(recipe, seed)
         step_cb = None
         if progress is not None:
@@ -343,6 +347,8 @@ def train_grid(
         meta = train_one(L, N, d, corpora, recipe, seed, step_cb, device)  # type: ignore[arg-type]
         meta["path"] = str(d)
         metas.append(meta)
+        if on_point is not None:
+            on_point(meta, i + 1, len(points))
     if progress is not None:
         progress("trained", len(points), len(points))
     return metas
