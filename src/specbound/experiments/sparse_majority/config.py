@@ -3,10 +3,16 @@ deviations from the written protocol."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+
+#: Optimisers of the trainer (:func:`~specbound.experiments.sparse_majority.train.train_runs`).
+OPTIMIZERS = ("sgd", "adam", "adamw")
+#: Learning-rate schedules (:func:`~specbound.experiments.sparse_majority.train.lr_at`).
+SCHEDULES = ("keras_exp", "constant", "warmup_cosine", "warmup_linear")
 
 
 #: Every remaining difference from the authors' script (traugerjacob/Transformer-Gen-Bounds
@@ -70,6 +76,15 @@ class SparseMajorityConfig:
     momentum: float = 0.9
     lr_decay: float = 0.999
     lr_min: float = 0.001
+    protocol: str = "literal"
+    optimizer: str = "sgd"
+    schedule: str = "keras_exp"
+    warmup_epochs: int = 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    attn_init_scale: float = 1.0
     dtype: str = "float32"
     num_threads: int = 1
     eval_chunk: int = 2000
@@ -94,6 +109,24 @@ class SparseMajorityConfig:
             raise ValueError("s must be odd (majority of s bits)")
         if self.dtype not in ("float32", "float64"):
             raise ValueError("dtype must be float32 or float64")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.max_epochs:
+            raise ValueError(f"warmup_epochs must be an integer in [0, max_epochs), got {self.warmup_epochs!r}")
+        for name in ("lr", "attn_init_scale", "adam_eps"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        for name in ("lr_min", "weight_decay"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a non-negative finite number, got {v!r}")
+        for name in ("momentum", "beta1", "beta2"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v < 1):
+                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -102,7 +135,7 @@ class SparseMajorityConfig:
     def run_key(self, T: int, seed_index: int) -> dict[str, Any]:
         """The fields that determine one run's numbers (used as its cache key)."""
         d = asdict(self)
-        for k in ("lengths", "n_seeds", "quick", "eval_chunk"):
+        for k in ("lengths", "n_seeds", "quick", "eval_chunk", "protocol"):
             d.pop(k)
         d.update(T=T, seed_index=seed_index, version=_CACHE_VERSION)
         return d

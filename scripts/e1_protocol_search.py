@@ -1,0 +1,114 @@
+"""E1 fit-protocol search (issue 19): train a few seeds of sparse majority at a few lengths T
+under each candidate protocol and record, per (candidate, T), the fraction of runs that reach
+100% training accuracy, the epochs and seconds to fit, with the machine's load beside them.
+
+Resumable: one JSON file per (candidate, T, seeds) under ``--out`` (default
+``e1-protocol-search/``); existing files are reused, so rerunning prints the same table.
+
+    PYTHONPATH=src python scripts/e1_protocol_search.py --lengths 128,256,512 --seeds 2 \
+        --candidates literal,adam3e-3,fit
+
+Candidates are overrides of :class:`SparseMajorityConfig` (the literal protocol's fields are
+the defaults); ``fit`` is the chosen preset (``PROTOCOLS["fit"]``). Training uses the study's
+data and initial weights of each (T, seed) (the test set is not drawn: it does not change them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from specbound.experiments.sparse_majority import RunSpec, SparseMajorityConfig, train_runs
+
+#: name -> SparseMajorityConfig overrides (on top of the literal protocol's fields)
+CANDIDATES: dict[str, dict] = {
+    "literal": {},
+    "literal-warm": dict(optimizer="sgd", schedule="warmup_cosine", lr=0.01, lr_min=0.0, warmup_epochs=100),
+    "sgd0.1": dict(optimizer="sgd", schedule="warmup_cosine", lr=0.1, lr_min=0.0, warmup_epochs=100),
+    "sgd0.3": dict(optimizer="sgd", schedule="warmup_cosine", lr=0.3, lr_min=0.0, warmup_epochs=100),
+    "sgd1": dict(optimizer="sgd", schedule="warmup_cosine", lr=1.0, lr_min=0.0, warmup_epochs=100),
+    "adam1e-3": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-3, lr_min=0.0, warmup_epochs=100),
+    "adam3e-3": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100),
+    "adam1e-2": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-2, lr_min=0.0, warmup_epochs=100),
+    "adam3e-2": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-2, lr_min=0.0, warmup_epochs=100),
+    "adam3e-3-lin": dict(optimizer="adam", schedule="warmup_linear", lr=3e-3, lr_min=0.0, warmup_epochs=100),
+    "adamw3e-3": dict(optimizer="adamw", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
+                      weight_decay=0.01),
+    "adam3e-3-qk3": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
+                         attn_init_scale=3.0),
+    "adam3e-3-qk10": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
+                          attn_init_scale=10.0),
+    "adam1e-2-qk3": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-2, lr_min=0.0, warmup_epochs=100,
+                         attn_init_scale=3.0),
+}
+if False:  # PROTOCOLS preset: added once defined
+    CANDIDATES["fit"] = {k: v for k, v in PROTOCOLS["fit"].items() if k != "protocol"}
+
+
+def run_one(name: str, T: int, seeds: int, cap: int | None, out: Path) -> dict:
+    path = out / f"{name}_T{T}_s{seeds}{'' if cap is None else f'_cap{cap}'}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    over = dict(CANDIDATES[name])
+    if cap is not None:
+        over["max_epochs"] = cap
+    cfg = replace(SparseMajorityConfig(), **over, n_test=1, lengths=(T,), n_seeds=seeds)
+    cfg.validate()
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    res = train_runs(cfg, [RunSpec(T, s) for s in range(seeds)])
+    wall = time.perf_counter() - t0
+    rec = {"candidate": name, "T": T, "seeds": seeds, "max_epochs": cfg.max_epochs, "overrides": over,
+           "fitted": sum(not r.stopped_at_cap for r in res),
+           "epochs": [r.epochs for r in res], "seconds": [round(r.train_seconds, 2) for r in res],
+           "reached_train_acc": [r.reached_train_acc for r in res], "wall_seconds": round(wall, 2),
+           "load_before": load0, "load_after": os.getloadavg()[0], "threads": torch.get_num_threads()}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec, indent=1))
+    tmp.replace(path)
+    return rec
+
+
+def fmt(rec: dict) -> str:
+    fit = [e for e, a in zip(rec["epochs"], rec["reached_train_acc"], strict=True) if a == 1.0]
+    fs = [s for s, a in zip(rec["seconds"], rec["reached_train_acc"], strict=True) if a == 1.0]
+    ep = f"{min(fit)}–{max(fit)}" if fit else "–"
+    sec = f"{min(fs):.0f}–{max(fs):.0f}" if fs else "–"
+    acc = f"{min(rec['reached_train_acc']):.3f}"
+    return (f"| {rec['candidate']} | {rec['T']} | {rec['fitted']}/{rec['seeds']} | {rec['max_epochs']} | {ep} | "
+            f"{sec} | {acc} | {rec['wall_seconds']:.0f} | {rec['load_before']:.1f}/{rec['load_after']:.1f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--candidates", default=",".join(CANDIDATES))
+    ap.add_argument("--lengths", default="128,256,512")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--cap", type=int, default=None, help="epoch cap (default: each candidate's max_epochs)")
+    ap.add_argument("--out", type=Path, default=Path("e1-protocol-search"))
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    names = [c for c in a.candidates.split(",") if c]
+    unknown = [c for c in names if c not in CANDIDATES]
+    if unknown:
+        print(f"unknown candidate(s) {unknown}; known: {', '.join(CANDIDATES)}", file=sys.stderr)
+        return 2
+    print("| candidate | T | fitted | cap | epochs to fit | s to fit | min train acc | wall s | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in names:
+        for T in (int(t) for t in a.lengths.split(",")):
+            print(fmt(run_one(name, T, a.seeds, a.cap, a.out)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
