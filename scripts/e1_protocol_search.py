@@ -45,6 +45,12 @@ CANDIDATES: dict[str, dict] = {
                          attn_init_scale=3.0),
     "adam3e-3-qk10": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
                           attn_init_scale=10.0),
+    "adam3e-3-qk2": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
+                         attn_init_scale=2.0),
+    "adam3e-3-qk5": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
+                         attn_init_scale=5.0),
+    "adam1e-3-qk3": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-3, lr_min=0.0, warmup_epochs=100,
+                         attn_init_scale=3.0),
     "adam1e-2-qk3": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-2, lr_min=0.0, warmup_epochs=100,
                          attn_init_scale=3.0),
 }
