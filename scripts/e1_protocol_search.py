@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from specbound.experiments.sparse_majority import RunSpec, SparseMajorityConfig, train_runs
+from specbound.experiments.sparse_majority import PROTOCOLS, RunSpec, SparseMajorityConfig, train_runs
 
 #: name -> SparseMajorityConfig overrides (on top of the literal protocol's fields)
 CANDIDATES: dict[str, dict] = {
@@ -51,11 +51,20 @@ CANDIDATES: dict[str, dict] = {
                          attn_init_scale=5.0),
     "adam1e-3-qk3": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-3, lr_min=0.0, warmup_epochs=100,
                          attn_init_scale=3.0),
+    "adam3e-3-qk3-b95": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
+                             attn_init_scale=3.0, beta2=0.95),
+    "adam3e-3-qk3-b90": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
+                             attn_init_scale=3.0, beta2=0.9),
+    "adam1e-2-qk3-b95": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-2, lr_min=0.0, warmup_epochs=100,
+                             attn_init_scale=3.0, beta2=0.95),
+    "adamw3e-3-qk3": dict(optimizer="adamw", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
+                          attn_init_scale=3.0, weight_decay=0.01),
+    "adam3e-3-qk3-lin": dict(optimizer="adam", schedule="warmup_linear", lr=3e-3, lr_min=0.0, warmup_epochs=100,
+                             attn_init_scale=3.0),
     "adam1e-2-qk3": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-2, lr_min=0.0, warmup_epochs=100,
                          attn_init_scale=3.0),
 }
-if False:  # PROTOCOLS preset: added once defined
-    CANDIDATES["fit"] = {k: v for k, v in PROTOCOLS["fit"].items() if k != "protocol"}
+CANDIDATES["fit"] = {k: v for k, v in PROTOCOLS["fit"].items() if k != "protocol"}
 
 
 def run_one(name: str, T: int, seeds: int, cap: int | None, out: Path) -> dict:
