@@ -65,6 +65,12 @@ CANDIDATES: dict[str, dict] = {
                          attn_init_scale=3.0),
 }
 CANDIDATES["fit"] = {k: v for k, v in PROTOCOLS["fit"].items() if k != "protocol"}
+# variations of the chosen preset (small T fits last)
+CANDIDATES["fit-lr1e-2"] = {**CANDIDATES["fit"], "lr": 1e-2}
+CANDIDATES["fit-cap8000"] = {**CANDIDATES["fit"], "max_epochs": 8000}
+CANDIDATES["fit-qk1"] = {**CANDIDATES["fit"], "attn_init_scale": 1.0}
+CANDIDATES["fit-b90"] = {**CANDIDATES["fit"], "beta2": 0.9}
+CANDIDATES["fit-b90-cap8000"] = {**CANDIDATES["fit"], "beta2": 0.9, "max_epochs": 8000}
 
 
 def run_one(name: str, T: int, seeds: int, cap: int | None, out: Path) -> dict:

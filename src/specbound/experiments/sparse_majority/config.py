@@ -143,7 +143,7 @@ class SparseMajorityConfig:
         self.validate()
         if len(self.lengths) < 2:
             raise ValueError(f"lengths {list(self.lengths)}: give at least two lengths T (the study fits a "
-                             "slope against log T)")
+                             "slope against log T), e.g. 16,512")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SparseMajorityConfig:
@@ -173,27 +173,27 @@ _CACHE_VERSION = 2  # 2: the authors' embeddings, positional code, initialisatio
 
 
 #: The literal protocol's training settings (the field defaults of :class:`SparseMajorityConfig`).
-LITERAL_SETTINGS: dict[str, Any] = dict(
-    protocol="literal", optimizer="sgd", schedule="keras_exp", lr=0.01, momentum=0.9, lr_decay=0.999,
-    lr_min=0.001, warmup_epochs=0, beta1=0.9, beta2=0.999, adam_eps=1e-8, weight_decay=0.0,
-    attn_init_scale=1.0, max_epochs=16000)
+LITERAL_SETTINGS: dict[str, Any] = {
+    "protocol": "literal", "optimizer": "sgd", "schedule": "keras_exp", "lr": 0.01, "momentum": 0.9,
+    "lr_decay": 0.999, "lr_min": 0.001, "warmup_epochs": 0, "beta1": 0.9, "beta2": 0.999, "adam_eps": 1e-8,
+    "weight_decay": 0.0, "attn_init_scale": 1.0, "max_epochs": 16000}
 
 #: The fit protocol: chosen by measurement (``scripts/e1_protocol_search.py``, README E1).
-FIT_SETTINGS: dict[str, Any] = dict(
-    LITERAL_SETTINGS, protocol="fit", optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0,
-    warmup_epochs=100, beta2=0.95, attn_init_scale=3.0, max_epochs=4000)
+FIT_SETTINGS: dict[str, Any] = {
+    **LITERAL_SETTINGS, "protocol": "fit", "optimizer": "adam", "schedule": "warmup_cosine", "lr": 3e-3,
+    "lr_min": 0.0, "warmup_epochs": 100, "beta2": 0.95, "attn_init_scale": 3.0, "max_epochs": 4000}
 
 #: Named protocols: every training setting of each (``--protocol NAME``).
 PROTOCOLS: dict[str, dict[str, Any]] = {"fit": FIT_SETTINGS, "literal": LITERAL_SETTINGS}
 
 #: What the fit protocol changes against the literal one (config.json ``protocol.changes``).
 FIT_CHANGES = [
-    "optimizer: full-batch Adam (lr 3e-3, beta2 0.95: the second moments follow the shrinking full-batch "
-    "gradients, which sped fitting up 2-4x against 0.999) instead of SGD with momentum 0.9",
-    "schedule: linear warm-up then half-cosine decay to 0 over the epoch budget, instead of lr 0.01 x 0.999 "
-    "per epoch floored at 0.001",
-    "initial scale: W_q and W_k drawn as in the literal protocol, then multiplied by attn_init_scale = 3 "
-    "(the authors' Keras fans make the attention scores almost uniform at the start)",
+    ("optimizer: full-batch Adam (lr 3e-3, beta2 0.95: the second moments follow the shrinking full-batch "
+    "gradients, which sped fitting up 2-4x against 0.999) instead of SGD with momentum 0.9"),
+    ("schedule: linear warm-up then half-cosine decay to 0 over the epoch budget, instead of lr 0.01 x 0.999 "
+    "per epoch floored at 0.001"),
+    ("initial scale: W_q and W_k drawn as in the literal protocol, then multiplied by attn_init_scale = 3 "
+    "(the authors' Keras fans make the attention scores almost uniform at the start)"),
     "epoch budget: 4,000 epochs instead of 16,000 (the decay spans the budget)",
 ]
 
@@ -207,7 +207,8 @@ def protocol_config(protocol: str = "fit", **overrides: Any) -> SparseMajorityCo
 
 def quick_config(protocol: str = "literal", **overrides: Any) -> SparseMajorityConfig:
     """The ``--quick`` preset (see :data:`QUICK_DEVIATIONS`) on top of protocol ``protocol``."""
-    base = dict(lengths=(16, 32, 64), n_seeds=2, max_epochs=300, n_val=300, n_test=2000, quick=True)
+    base: dict[str, Any] = {"lengths": (16, 32, 64), "n_seeds": 2, "max_epochs": 300, "n_val": 300,
+                            "n_test": 2000, "quick": True}
     if protocol == "fit":  # the warm-up fits in the shorter budget
         base["warmup_epochs"] = min(PROTOCOLS["fit"]["warmup_epochs"], 30)
     base.update(overrides)

@@ -123,16 +123,16 @@ def adam_step(params: dict[str, torch.Tensor], m: dict[str, torch.Tensor], v: di
     formulas). Elementwise, so a run's update does not depend on its batch mates."""
     b1, b2 = cfg.beta1, cfg.beta2
     c1, c2 = 1.0 - b1 ** step, 1.0 - b2 ** step
-    for k in params:
+    for k, p in params.items():
         g = grads[k]
         if cfg.optimizer == "adamw" and cfg.weight_decay:
-            params[k].mul_(1.0 - lr * cfg.weight_decay)
+            p.mul_(1.0 - lr * cfg.weight_decay)
         elif cfg.weight_decay:
-            g = g + cfg.weight_decay * params[k]
+            g = g + cfg.weight_decay * p
         m[k].mul_(b1).add_(g, alpha=1.0 - b1)
         v[k].mul_(b2).addcmul_(g, g, value=1.0 - b2)
         denom = (v[k] / c2).sqrt_().add_(cfg.adam_eps)
-        params[k].addcdiv_(m[k], denom, value=-lr / c1)
+        p.addcdiv_(m[k], denom, value=-lr / c1)
 
 
 def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
