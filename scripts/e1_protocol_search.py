@@ -64,13 +64,14 @@ CANDIDATES: dict[str, dict] = {
     "adam1e-2-qk3": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-2, lr_min=0.0, warmup_epochs=100,
                          attn_init_scale=3.0),
 }
+# variations of Adam 3e-3, beta2 0.95, W_q/W_k x3 at 4,000 epochs (the small lengths fit last)
+_B95 = {**CANDIDATES["adam3e-3-qk3-b95"], "max_epochs": 4000}
+CANDIDATES["b95-lr1e-2"] = {**_B95, "lr": 1e-2}
+CANDIDATES["b95-cap8000"] = {**_B95, "max_epochs": 8000}
+CANDIDATES["b95-qk1"] = {**_B95, "attn_init_scale": 1.0}
+CANDIDATES["b90"] = {**_B95, "beta2": 0.9}
+#: the chosen preset (PROTOCOLS["fit"]: beta2 0.9 over 8,000 epochs)
 CANDIDATES["fit"] = {k: v for k, v in PROTOCOLS["fit"].items() if k != "protocol"}
-# variations of the chosen preset (small T fits last)
-CANDIDATES["fit-lr1e-2"] = {**CANDIDATES["fit"], "lr": 1e-2}
-CANDIDATES["fit-cap8000"] = {**CANDIDATES["fit"], "max_epochs": 8000}
-CANDIDATES["fit-qk1"] = {**CANDIDATES["fit"], "attn_init_scale": 1.0}
-CANDIDATES["fit-b90"] = {**CANDIDATES["fit"], "beta2": 0.9}
-CANDIDATES["fit-b90-cap8000"] = {**CANDIDATES["fit"], "beta2": 0.9, "max_epochs": 8000}
 
 
 def run_one(name: str, T: int, seeds: int, cap: int | None, out: Path) -> dict:
