@@ -2,8 +2,11 @@
 under each candidate protocol and record, per (candidate, T), the fraction of runs that reach
 100% training accuracy, the epochs and seconds to fit, with the machine's load beside them.
 
-Resumable: one JSON file per (candidate, T, seeds) under ``--out`` (default
-``e1-protocol-search/``); existing files are reused, so rerunning prints the same table.
+Resumable: one JSON file per (candidate, T, seeds[, cap]) under ``--out`` (default
+``scripts/e1_protocol_search_results/``, the measured table of the README); existing files are
+reused, so rerunning prints the same table; ``--cached`` prints every stored result. Delete a
+file (or pass another ``--out``) to measure again. "s to fit" is wall time on the machine of the
+measurement with the load average ("load") beside it: 2 cores shared with other jobs.
 
     PYTHONPATH=src python scripts/e1_protocol_search.py --lengths 128,256,512 --seeds 2 \
         --candidates literal,adam3e-3,fit
@@ -27,42 +30,32 @@ import torch
 
 from specbound.experiments.sparse_majority import PROTOCOLS, RunSpec, SparseMajorityConfig, train_runs
 
+#: warm-up over 100 epochs, then half-cosine decay to 0 over the budget
+_WC = {"schedule": "warmup_cosine", "lr_min": 0.0, "warmup_epochs": 100}
 #: name -> SparseMajorityConfig overrides (on top of the literal protocol's fields)
 CANDIDATES: dict[str, dict] = {
     "literal": {},
-    "literal-warm": dict(optimizer="sgd", schedule="warmup_cosine", lr=0.01, lr_min=0.0, warmup_epochs=100),
-    "sgd0.1": dict(optimizer="sgd", schedule="warmup_cosine", lr=0.1, lr_min=0.0, warmup_epochs=100),
-    "sgd0.3": dict(optimizer="sgd", schedule="warmup_cosine", lr=0.3, lr_min=0.0, warmup_epochs=100),
-    "sgd1": dict(optimizer="sgd", schedule="warmup_cosine", lr=1.0, lr_min=0.0, warmup_epochs=100),
-    "adam1e-3": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-3, lr_min=0.0, warmup_epochs=100),
-    "adam3e-3": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100),
-    "adam1e-2": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-2, lr_min=0.0, warmup_epochs=100),
-    "adam3e-2": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-2, lr_min=0.0, warmup_epochs=100),
-    "adam3e-3-lin": dict(optimizer="adam", schedule="warmup_linear", lr=3e-3, lr_min=0.0, warmup_epochs=100),
-    "adamw3e-3": dict(optimizer="adamw", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
-                      weight_decay=0.01),
-    "adam3e-3-qk3": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
-                         attn_init_scale=3.0),
-    "adam3e-3-qk10": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
-                          attn_init_scale=10.0),
-    "adam3e-3-qk2": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
-                         attn_init_scale=2.0),
-    "adam3e-3-qk5": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
-                         attn_init_scale=5.0),
-    "adam1e-3-qk3": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-3, lr_min=0.0, warmup_epochs=100,
-                         attn_init_scale=3.0),
-    "adam3e-3-qk3-b95": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
-                             attn_init_scale=3.0, beta2=0.95),
-    "adam3e-3-qk3-b90": dict(optimizer="adam", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
-                             attn_init_scale=3.0, beta2=0.9),
-    "adam1e-2-qk3-b95": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-2, lr_min=0.0, warmup_epochs=100,
-                             attn_init_scale=3.0, beta2=0.95),
-    "adamw3e-3-qk3": dict(optimizer="adamw", schedule="warmup_cosine", lr=3e-3, lr_min=0.0, warmup_epochs=100,
-                          attn_init_scale=3.0, weight_decay=0.01),
-    "adam3e-3-qk3-lin": dict(optimizer="adam", schedule="warmup_linear", lr=3e-3, lr_min=0.0, warmup_epochs=100,
-                             attn_init_scale=3.0),
-    "adam1e-2-qk3": dict(optimizer="adam", schedule="warmup_cosine", lr=1e-2, lr_min=0.0, warmup_epochs=100,
-                         attn_init_scale=3.0),
+    "literal-warm": {**_WC, "optimizer": "sgd", "lr": 0.01},
+    "sgd0.1": {**_WC, "optimizer": "sgd", "lr": 0.1},
+    "sgd0.3": {**_WC, "optimizer": "sgd", "lr": 0.3},
+    "sgd1": {**_WC, "optimizer": "sgd", "lr": 1.0},
+    "adam1e-3": {**_WC, "optimizer": "adam", "lr": 1e-3},
+    "adam3e-3": {**_WC, "optimizer": "adam", "lr": 3e-3},
+    "adam1e-2": {**_WC, "optimizer": "adam", "lr": 1e-2},
+    "adam3e-2": {**_WC, "optimizer": "adam", "lr": 3e-2},
+    "adam3e-3-lin": {**_WC, "schedule": "warmup_linear", "optimizer": "adam", "lr": 3e-3},
+    "adamw3e-3": {**_WC, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.01},
+    "adam3e-3-qk3": {**_WC, "optimizer": "adam", "lr": 3e-3, "attn_init_scale": 3.0},
+    "adam3e-3-qk10": {**_WC, "optimizer": "adam", "lr": 3e-3, "attn_init_scale": 10.0},
+    "adam3e-3-qk2": {**_WC, "optimizer": "adam", "lr": 3e-3, "attn_init_scale": 2.0},
+    "adam3e-3-qk5": {**_WC, "optimizer": "adam", "lr": 3e-3, "attn_init_scale": 5.0},
+    "adam1e-3-qk3": {**_WC, "optimizer": "adam", "lr": 1e-3, "attn_init_scale": 3.0},
+    "adam3e-3-qk3-b95": {**_WC, "optimizer": "adam", "lr": 3e-3, "attn_init_scale": 3.0, "beta2": 0.95},
+    "adam3e-3-qk3-b90": {**_WC, "optimizer": "adam", "lr": 3e-3, "attn_init_scale": 3.0, "beta2": 0.9},
+    "adam1e-2-qk3-b95": {**_WC, "optimizer": "adam", "lr": 1e-2, "attn_init_scale": 3.0, "beta2": 0.95},
+    "adamw3e-3-qk3": {**_WC, "optimizer": "adamw", "lr": 3e-3, "attn_init_scale": 3.0, "weight_decay": 0.01},
+    "adam3e-3-qk3-lin": {**_WC, "schedule": "warmup_linear", "optimizer": "adam", "lr": 3e-3, "attn_init_scale": 3.0},
+    "adam1e-2-qk3": {**_WC, "optimizer": "adam", "lr": 1e-2, "attn_init_scale": 3.0},
 }
 # variations of Adam 3e-3, beta2 0.95, W_q/W_k x3 at 4,000 epochs (the small lengths fit last)
 _B95 = {**CANDIDATES["adam3e-3-qk3-b95"], "max_epochs": 4000}
@@ -78,7 +71,7 @@ def run_one(name: str, T: int, seeds: int, cap: int | None, out: Path) -> dict:
     path = out / f"{name}_T{T}_s{seeds}{'' if cap is None else f'_cap{cap}'}.json"
     if path.exists():
         return json.loads(path.read_text())
-    over = dict(CANDIDATES[name])
+    over = {CANDIDATES[name]}
     if cap is not None:
         over["max_epochs"] = cap
     cfg = replace(SparseMajorityConfig(), **over, n_test=1, lengths=(T,), n_seeds=seeds)
@@ -115,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lengths", default="128,256,512")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--cap", type=int, default=None, help="epoch cap (default: each candidate's max_epochs)")
-    ap.add_argument("--out", type=Path, default=Path("e1-protocol-search"))
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("e1_protocol_search_results"))
+    ap.add_argument("--cached", action="store_true", help="print the table of every result under --out, train nothing")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -126,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("| candidate | T | fitted | cap | epochs to fit | s to fit | min train acc | wall s | load |")
     print("|---|---|---|---|---|---|---|---|---|")
+    if a.cached:
+        recs = [json.loads(f.read_text()) for f in sorted(a.out.glob("*.json"))]
+        order = {n: i for i, n in enumerate(CANDIDATES)}
+        for rec in sorted(recs, key=lambda r: (order.get(r["candidate"], len(order)), r["T"], r["max_epochs"])):
+            print(fmt(rec))
+        return 0
     for name in names:
         for T in (int(t) for t in a.lengths.split(",")):
             print(fmt(run_one(name, T, a.seeds, a.cap, a.out)), flush=True)

@@ -45,7 +45,8 @@ PROTOCOL_DEVIATIONS = [
 QUICK_DEVIATIONS = [
     "lengths T in {16, 32, 64} instead of {16, ..., 512}",
     "2 seeds per length instead of 4",
-    "epoch cap 300 instead of the protocol's (most runs stop at the cap before 100% training accuracy: the quick preset checks the machinery, not the science)",
+    ("epoch cap 300 instead of the protocol's (most runs stop at the cap before 100% training accuracy: the "
+     "quick preset checks the machinery, not the science)"),
     "validation set 300 and test set 2,000 samples instead of 500 and 10,000",
 ]
 
