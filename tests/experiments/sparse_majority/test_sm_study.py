@@ -68,6 +68,14 @@ def test_quick_cli_writes_every_file(quick_out):
         assert key in meta["versions"]
     assert meta["seed"] == 0 and meta["wall_time_seconds"] > 0
     assert meta["config"]["quick"] is True and meta["quick_deviations"]
+    # the CLI's default protocol is the fit preset; every setting round-trips through config.json
+    from specbound.experiments.sparse_majority import FIT_CHANGES, SparseMajorityConfig, quick_config
+
+    assert "protocol fit" in res.output
+    assert SparseMajorityConfig.from_dict(meta["config"]) == quick_config("fit", seed=0, num_threads=1)
+    assert meta["protocol"]["name"] == "fit" and meta["protocol"]["changes_from_literal"] == FIT_CHANGES
+    assert meta["protocol"]["settings"]["optimizer"] == meta["config"]["optimizer"] == "adam"
+    assert "max_epochs" in meta["protocol"]["differs_from_literal"]
     for name in ["plot_acc_gap.png", "plot_l1_sum_all_variables.png", "plot_l1_sum_weights_only.png",
                  *[f"plot_{c}.png" for c in bound_cols]]:
         assert (out / name).stat().st_size > 1000, name
@@ -80,12 +88,37 @@ def test_quick_cli_rerun_reuses_cache(quick_out):
 
     out, _ = quick_out
     before = pd.read_csv(out / "runs.csv")
+    trends_before = (out / "trends.csv").read_text()
+    meta_before = json.loads((out / "config.json").read_text())
     res = CliRunner().invoke(app, ["experiment", "sparse-majority", "--quick", "--out", str(out), "--no-plots"])
     assert res.exit_code == 0, res.output
+    assert "config.json" in res.output and "and plots" not in res.output
     meta = json.loads((out / "config.json").read_text())
     assert meta["runs_reused_from_cache"] == 6
     after = pd.read_csv(out / "runs.csv")
     pd.testing.assert_frame_equal(before, after)
+    assert (out / "trends.csv").read_text() == trends_before
+    volatile = {"wall_time_seconds", "runs_reused_from_cache", "versions", "files"}
+    assert {k: v for k, v in meta.items() if k not in volatile} == \
+        {k: v for k, v in meta_before.items() if k not in volatile}
+
+
+def test_literal_protocol_from_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from specbound.cli import app
+    from specbound.experiments.sparse_majority import PROTOCOLS
+
+    out = tmp_path / "lit"
+    res = CliRunner().invoke(app, ["experiment", "sparse-majority", "--quick", "--protocol", "literal",
+                                   "--lengths", "10,12", "--seeds", "1", "--max-epochs", "20", "--n-test", "50",
+                                   "--out", str(out), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "config.json").read_text())
+    lit = {k: v for k, v in PROTOCOLS["literal"].items() if k not in ("protocol", "max_epochs")}
+    assert meta["protocol"]["name"] == "literal" and meta["protocol"]["changes_from_literal"] == []
+    assert {k: meta["protocol"]["settings"][k] for k in lit} == lit
+    assert meta["protocol"]["differs_from_literal"] == {"max_epochs": 20}
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -94,6 +127,8 @@ def test_quick_cli_rerun_reuses_cache(quick_out):
     (["--seeds", "0"], "--seeds"),
     (["--max-epochs", "-3"], "--max-epochs"),
     (["--seed", "-1"], "--seed"),
+    (["--lengths", "16"], "at least two lengths"),
+    (["--protocol", "fast"], "--protocol"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, args, needle):
     from typer.testing import CliRunner
@@ -103,6 +138,7 @@ def test_bad_options_exit_2_with_one_line(tmp_path, args, needle):
     res = CliRunner().invoke(app, ["experiment", "sparse-majority", "--quick", "--out", str(tmp_path / "o"), *args])
     assert res.exit_code == 2
     assert needle in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "o" / "runs.csv").exists()
 

@@ -19,13 +19,21 @@ Protocol (and where this implementation deviates; every deviation is also record
   residual, no LayerNorm. Kernels Glorot-uniform with Keras' fans (for the attention
   kernels those of Keras' 3-D kernels), biases zero, read-out N(0, 0.05²) (the script's
   ``random_normal``).
-* Training: binary cross-entropy from logits on one-hot labels (the script's loss; also the
-  reported losses and the selection loss), SGD, lr 0.01, momentum 0.9 in Keras' form
-  (``v ← μv − lr·g``, ``θ ← θ + v``), ``lr_t = max(0.01 · 0.999^(t+1), 0.001)``; **full-batch** steps on the 300 training samples
+* Training, **literal protocol** (``protocol_config("literal")``, the field defaults of
+  :class:`SparseMajorityConfig`): binary cross-entropy from logits on one-hot labels (the
+  script's loss; also the reported losses and the selection loss), SGD, lr 0.01, momentum 0.9
+  in Keras' form (``v ← μv − lr·g``, ``θ ← θ + v``),
+  ``lr_t = max(0.01 · 0.999^(t+1), 0.001)``; **full-batch** steps on the 300 training samples
   (the original used mini-batches); stop at the first state with 100% training accuracy or at
   the epoch cap; keep the weights with the best loss on a **separate validation set** (the
   original selected on its test set). Candidates for selection are the states after each
-  update (epochs 1..E), as a per-epoch checkpoint callback would see them.
+  update (epochs 1..E), as a per-epoch checkpoint callback would see them. Measured: the runs
+  at T ≥ 128 stay near chance training accuracy within 16,000 epochs.
+* Training, **fit protocol** (``protocol_config("fit")``, the CLI's default, experiments.md E1):
+  the same data, model, loss, stopping rule and selection, with the optimiser, schedule,
+  initial attention scale and budget of :data:`PROTOCOLS` ``["fit"]`` (chosen by measurement,
+  ``scripts/e1_protocol_search.py``; what changes is :data:`FIT_CHANGES`). config.json records
+  every setting under ``"config"`` and ``"protocol"``.
 * Measured per run on fresh test data (10,000 samples): train/test accuracy and loss and
   their gaps; the entrywise ℓ1 norm of every trainable variable and their sum
   ``l1_sum_all_variables`` (Trauger & Tewari's tracked quantity: weights and biases), the sum
@@ -42,10 +50,12 @@ Engineering:
 
 * **CLS-only forward.** With one layer, no residual and a read-out of the [CLS] position,
   only the [CLS] query row of the attention matters, and every input row is
-  ``E[token] + PE[t]``. :func:`forward_cls` uses both facts (projections of the 3 embeddings
-  and of the T+1 positional codes instead of n·(T+1) token rows); it computes the same
-  function as the textbook :func:`forward_reference` (tests check agreement to 1e-10 in
-  float64), at a fraction of the cost.
+  ``E[bit] + PE[t]``, so a position's score and value are affine in its bit.
+  :func:`forward_cls` uses both facts: the softmax-weighted values of all samples are one
+  matrix product of the constant 0/1 matrix ``[bits, 1 − bits]`` with a matrix built from the
+  T + 1 positions (O(n·T·H·k) in a GEMM, no per-sample softmax tensors); it computes the same
+  function as the textbook :func:`forward_reference` (tests check outputs and gradients to
+  1e-10 in float64).
 * **Batched runs.** All runs of one length T are trained together as one model whose
   parameters carry a leading run dimension ``R`` (``torch.bmm``/``einsum``). A run's
   initialisation and data come from its own seed stream; its loss enters the total as a
@@ -64,9 +74,12 @@ evaluation), :mod:`.norms` (adapter, the experiment's own norms, bound columns),
 from __future__ import annotations
 
 from specbound.experiments.sparse_majority.config import (
+    FIT_CHANGES,
     PROTOCOL_DEVIATIONS,
+    PROTOCOLS,
     QUICK_DEVIATIONS,
     SparseMajorityConfig,
+    protocol_config,
     quick_config,
 )
 from specbound.experiments.sparse_majority.data import (
@@ -113,6 +126,8 @@ __all__ = [
     "CLS",
     "KERNELS",
     "PARAM_NAMES",
+    "FIT_CHANGES",
+    "PROTOCOLS",
     "PROTOCOL_DEVIATIONS",
     "QUICK_DEVIATIONS",
     "RunResult",
@@ -131,6 +146,7 @@ __all__ = [
     "make_embeddings",
     "make_plots",
     "model_inputs",
+    "protocol_config",
     "quick_config",
     "run_data",
     "run_init",

@@ -21,6 +21,8 @@ from specbound.experiments.common import (
     write_json_atomic,
 )
 from specbound.experiments.sparse_majority.config import (
+    FIT_CHANGES,
+    LITERAL_SETTINGS,
     PROTOCOL_DEVIATIONS,
     QUICK_DEVIATIONS,
     SparseMajorityConfig,
@@ -77,7 +79,7 @@ def run_study(cfg: SparseMajorityConfig, out: str | Path, progress: ProgressCall
     """
     import pandas as pd
 
-    cfg.validate()
+    cfg.validate_study()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -132,6 +134,7 @@ def run_study(cfg: SparseMajorityConfig, out: str | Path, progress: ProgressCall
     meta = {
         "experiment": "E1 sparse majority (shared/spec/experiments.md)",
         "config": asdict(cfg),
+        "protocol": protocol_record(cfg),
         "seed": cfg.seed,
         "versions": versions(),
         "wall_time_seconds": wall,
@@ -164,6 +167,15 @@ def run_study(cfg: SparseMajorityConfig, out: str | Path, progress: ProgressCall
     emit(ProgressEvent(kind="end", done=n_done, total=total,
                        message=f"{total} runs ({n_cached} reused) in {wall:.1f} s"))
     return {"runs": runs, "trends": trends, "config": meta, "files": files}
+
+
+def protocol_record(cfg: SparseMajorityConfig) -> dict[str, Any]:
+    """config.json's ``"protocol"``: the protocol's name, every training setting of ``cfg``
+    (the fields a protocol sets, as run) and what differs from the literal protocol."""
+    settings = {k: getattr(cfg, k) for k in LITERAL_SETTINGS if k != "protocol"}
+    differs = {k: v for k, v in settings.items() if v != LITERAL_SETTINGS[k]}
+    return {"name": cfg.protocol, "settings": settings, "differs_from_literal": differs,
+            "changes_from_literal": FIT_CHANGES if cfg.protocol == "fit" else []}
 
 
 def _mapping_notes(cfg: SparseMajorityConfig) -> list[Any]:

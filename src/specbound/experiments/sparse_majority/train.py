@@ -15,7 +15,13 @@ import torch
 from specbound.experiments.common import ProgressCallback, ProgressEvent, run_rng, torch_threads
 from specbound.experiments.sparse_majority.config import SparseMajorityConfig
 from specbound.experiments.sparse_majority.data import SparseMajorityData, generate_data
-from specbound.experiments.sparse_majority.model import PARAM_NAMES, forward_cls, init_params, model_inputs
+from specbound.experiments.sparse_majority.model import (
+    PARAM_NAMES,
+    cls_design,
+    forward_cls,
+    init_params,
+    model_inputs,
+)
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,25 @@ def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def lr_at(cfg: SparseMajorityConfig, epoch: int) -> float:
-    """The learning rate of the update from state ``epoch`` to ``epoch + 1``: the authors'
-    ``scheduler`` (lr·0.999, floored at 0.001) applied by Keras' ``LearningRateScheduler`` at
-    the start of every epoch, the first included: ``max(lr·decay^(epoch+1), lr_min)``."""
-    return max(cfg.lr * cfg.lr_decay ** (epoch + 1), cfg.lr_min)
+    """The learning rate of the update from state ``epoch`` to ``epoch + 1`` under ``cfg.schedule``.
+
+    ``keras_exp`` (the literal protocol): the authors' ``scheduler`` (lr·0.999, floored at
+    0.001) applied by Keras' ``LearningRateScheduler`` at the start of every epoch, the first
+    included: ``max(lr·decay^(epoch+1), lr_min)``. ``constant``: ``lr``. ``warmup_cosine`` /
+    ``warmup_linear``: ``lr·(epoch+1)/W`` for the first ``W = warmup_epochs`` updates, then from
+    ``lr`` down to ``lr_min`` at update ``max_epochs`` along a half cosine / a straight line.
+    """
+    if cfg.schedule == "keras_exp":
+        return max(cfg.lr * cfg.lr_decay ** (epoch + 1), cfg.lr_min)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    W = cfg.warmup_epochs
+    if epoch < W:
+        return cfg.lr * (epoch + 1) / W
+    frac = min(1.0, (epoch - W) / max(1, cfg.max_epochs - W))
+    if cfg.schedule == "warmup_cosine":
+        return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return cfg.lr + (cfg.lr_min - cfg.lr) * frac
 
 
 @torch.no_grad()
@@ -94,15 +115,37 @@ def keras_sgd_step(params: dict[str, torch.Tensor], vel: dict[str, torch.Tensor]
         params[k].add_(vel[k])
 
 
+@torch.no_grad()
+def adam_step(params: dict[str, torch.Tensor], m: dict[str, torch.Tensor], v: dict[str, torch.Tensor],
+              grads: dict[str, torch.Tensor], step: int, lr: float, cfg: SparseMajorityConfig) -> None:
+    """One Adam (``cfg.optimizer == "adam"``) or AdamW (decoupled weight decay ``lr·wd·θ``)
+    update in place, step ``step`` ≥ 1 for the bias corrections (Kingma & Ba; PyTorch's
+    formulas). Elementwise, so a run's update does not depend on its batch mates."""
+    b1, b2 = cfg.beta1, cfg.beta2
+    c1, c2 = 1.0 - b1 ** step, 1.0 - b2 ** step
+    for k, p in params.items():
+        g = grads[k]
+        if cfg.optimizer == "adamw" and cfg.weight_decay:
+            p.mul_(1.0 - lr * cfg.weight_decay)
+        elif cfg.weight_decay:
+            g = g + cfg.weight_decay * p
+        m[k].mul_(b1).add_(g, alpha=1.0 - b1)
+        v[k].mul_(b2).addcmul_(g, g, value=1.0 - b2)
+        denom = (v[k] / c2).sqrt_().add_(cfg.adam_eps)
+        p.addcdiv_(m[k], denom, value=-lr / c1)
+
+
 def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
                data: Sequence[SparseMajorityData] | None = None,
                progress: ProgressCallback | None = None, keep_history: bool = False,
                progress_every: int = 100) -> list[RunResult]:
     """Train runs of one length T together as one batched model (leading run dimension).
 
-    Full-batch SGD with momentum in Keras' form (``v ← μ·v − lr_t·g``, ``θ ← θ + v``, as the
-    authors' Keras optimiser), with lr_t = max(lr·decay^(t+1), lr_min) for the update from state
-    t to t+1 (Keras' ``LearningRateScheduler`` applies their schedule before the first epoch too).
+    Full-batch steps of ``cfg.optimizer``: ``sgd`` is SGD with momentum in Keras' form
+    (``v ← μ·v − lr_t·g``, ``θ ← θ + v``, as the authors' Keras optimiser), ``adam``/``adamw``
+    :func:`adam_step`; lr_t = :func:`lr_at` for the update from state t to t+1 (the literal
+    ``keras_exp`` schedule: max(lr·decay^(t+1), lr_min), applied before the first epoch too, as
+    Keras' ``LearningRateScheduler`` does).
     Loss: :func:`bce_one_hot`. State t is evaluated (train accuracy/loss, validation loss) before its update;
     a run stops at the first state with 100% training accuracy or after ``cfg.max_epochs``
     updates; the state with the lowest validation loss among states 1..stop is kept.
@@ -122,11 +165,12 @@ def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
         inits = [run_init(cfg, sp) for sp in specs]
         params = {k: torch.stack([torch.as_tensor(p[k], dtype=dt) for p in inits]) for k in PARAM_NAMES}
         vel = {k: torch.zeros_like(v) for k, v in params.items()}
+        sq = {k: torch.zeros_like(v) for k, v in params.items()}  # Adam's second moments
         best = {k: v.clone() for k, v in params.items()}
         tr = [model_inputs(dd, "train", dt) for dd in data]
         va = [model_inputs(dd, "val", dt) for dd in data]
-        b_tr = torch.stack([t[0] for t in tr])
-        b_va = torch.stack([t[0] for t in va])
+        b_tr = cls_design(torch.stack([t[0] for t in tr]))
+        b_va = cls_design(torch.stack([t[0] for t in va]))
         x0 = torch.stack([t[1] for t in tr])
         d_emb = torch.stack([t[2] for t in tr])
         y_tr = torch.stack([torch.from_numpy(dd.y_train) for dd in data])
@@ -147,6 +191,12 @@ def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
             with torch.no_grad():
                 vloss, _ = _loss_acc(forward_cls(params, b_va, x0, d_emb, cfg.n_heads), y_va)
             loss_l, corr_l, vloss_l = loss.tolist(), correct.tolist(), vloss.tolist()
+            bad = [specs[r].seed_index for i, r in enumerate(active)
+                   if not (math.isfinite(loss_l[i]) and math.isfinite(vloss_l[i]))]
+            if bad:
+                raise FloatingPointError(
+                    f"E1 training at T={T} diverged: non-finite loss at epoch {epoch} for seed index(es) "
+                    f"{bad} (optimizer {cfg.optimizer}, lr {cfg.lr}); use a smaller lr or dtype float64")
             # model selection on states 1..stop
             if epoch >= 1:
                 improved = [vloss_l[i] < best_val[r] for i, r in enumerate(active)]
@@ -188,6 +238,7 @@ def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
                     idx = torch.tensor(keep)
                     params = {k: v.detach().index_select(0, idx) for k, v in params.items()}
                     vel = {k: v.index_select(0, idx) for k, v in vel.items()}
+                    sq = {k: v.index_select(0, idx) for k, v in sq.items()}
                     best = {k: v.index_select(0, idx) for k, v in best.items()}
                     g = {k: v.index_select(0, idx) for k, v in g.items()}
                     x0, d_emb, b_tr, y_tr = x0[idx], d_emb[idx], b_tr[idx], y_tr[idx]
@@ -195,7 +246,10 @@ def train_runs(cfg: SparseMajorityConfig, specs: Sequence[RunSpec],
                     active = [active[i] for i in keep]
                 else:
                     params = {k: v.detach() for k, v in params.items()}
-                keras_sgd_step(params, vel, g, lr, cfg.momentum)
+                if cfg.optimizer == "sgd":
+                    keras_sgd_step(params, vel, g, lr, cfg.momentum)
+                else:
+                    adam_step(params, vel, sq, g, epoch + 1, lr, cfg)
             epoch += 1
             if progress is not None and epoch % progress_every == 0:
                 progress(ProgressEvent(kind="group", message=f"T={T}: epoch {epoch}, {len(active)} runs training",
