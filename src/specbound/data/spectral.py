@@ -16,8 +16,8 @@ import torch
 
 from specbound.measures import RANK_RTOL
 
-__all__ = ["GRAM_RESOLVED", "K90_SHARE", "entropies", "factored_svdvals", "gram_svdvals", "measures_of", "spectrum",
-           "svdvals"]
+__all__ = ["GRAM_RESOLVED", "K90_SHARE", "entropies", "entropies_of_rows", "factored_svdvals", "gram_svdvals",
+           "measures_of", "row_entropies", "spectrum", "svdvals"]
 
 #: share of Σ σ² that ``k90`` holds
 K90_SHARE = 0.9
@@ -127,10 +127,19 @@ def entropies(p: torch.Tensor, row_len: torch.Tensor,
     ``n_rows`` (broadcast against ``[...]``): the number of real rows t when ``p`` is zero-padded
     (padded rows have entropy 0 and ``row_len`` 0); default: every row is real.
     """
-    p = p.to(torch.float64)
-    h = -torch.special.xlogy(p, p).sum(-1)  # [..., t]
+    return entropies_of_rows(row_entropies(p), row_len, n_rows)
+
+
+def row_entropies(p: torch.Tensor) -> torch.Tensor:
+    """``H_i = −Σ_j P_ij ln P_ij`` of every row of ``p [..., t, t]`` (float64): ``[..., t]``."""
+    return torch.special.entr(p.to(torch.float64)).sum(-1)
+
+
+def entropies_of_rows(h: torch.Tensor, row_len: torch.Tensor,
+                      n_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`entropies` from the row entropies ``h [..., t]`` (:func:`row_entropies`)."""
     entropy = h.mean(-1) if n_rows is None else h.sum(-1) / n_rows.to(h)
-    n = torch.broadcast_to(row_len.to(device=p.device, dtype=torch.float64), h.shape)
+    n = torch.broadcast_to(row_len.to(device=h.device, dtype=torch.float64), h.shape)
     ok = n >= 2
     ratio = torch.where(ok, h / torch.where(ok, torch.log(n), torch.ones_like(n)), torch.zeros_like(h))
     count = ok.sum(-1)
