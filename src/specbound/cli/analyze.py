@@ -3,6 +3,7 @@ per checkpoint, ``combined.csv`` and a table; :mod:`specbound.parallel`)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -96,6 +97,9 @@ def analyze(
 
     try:
         with progress_bar("analysing layers") as update:
+            if data_side:  # the data side's forward passes on the same bar, after the layers
+                options["attention_options"] = {"progress": lambda done, total: update(
+                    done, total, description="data side: forward passes (batches)")}
             report = run(sources[0] if sources else None, progress=update, **options)
         removed = [] if plots or not out_dir.is_dir() else stale_plots(out_dir)
         with progress_bar("writing report") as update:
@@ -105,11 +109,12 @@ def analyze(
                 written += report.attention.write(out_dir / "attention", plots=plots)
     except SpecboundError as e:
         fail(str(e), BAD_INPUT)
-    print_summary(report, written, out_dir, html_file=html_file, removed=removed)
-    if report.attention is not None:
+    before_files = None
+    if report.attention is not None:  # the data-side summary before the lines naming the files
         from specbound.cli.attention import print_attention_summary
 
-        print_attention_summary(report.attention)
+        before_files = partial(print_attention_summary, report.attention)
+    print_summary(report, written, out_dir, html_file=html_file, removed=removed, before_files=before_files)
 
 
 def _data_side_options(text: Path | None, token_ids: Path | None, n_sources: int) -> dict[str, Any]:

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from specbound.data.model import Captured, LoadedModel, capture_attention
-from specbound.data.spectral import entropies_of_rows, factored_svdvals, gram_svdvals, measures_of, row_entropies, spectrum
+from specbound.data.spectral import (entropies_of_rows, factored_svdvals, gram_svdvals, measures_of, row_entropies,
+                                     spectrum)
 from specbound.errors import InputError
 
 __all__ = ["MEASURES", "SEQUENCE_COLUMNS", "SequenceStats", "run_pass"]
@@ -78,7 +79,7 @@ def _stats(calls: list[Captured], hidden: tuple[torch.Tensor, ...], lens: list[i
     L = len(calls)
     dev = calls[0].probs.device
     B, H, T = calls[0].probs.shape[0], calls[0].probs.shape[1], calls[0].probs.shape[-1]
-    n_kv, d = calls[0].key.shape[1], calls[0].query.shape[-1]
+    n_kv = calls[0].key.shape[1]
     g = None if n_kv == H else _group_of(H, n_kv, dev)
     f64 = torch.float64
     vals = torch.empty(B, L, H, len(SEQUENCE_COLUMNS), dtype=f64, device=dev)
