@@ -74,8 +74,10 @@ def _stats(calls: list[Captured], hidden: tuple[torch.Tensor, ...], lens: list[i
     """Per-sequence quantities of one right-padded batch (true lengths ``lens``, ascending, as
     :func:`run_pass` sorts them). The sequences of one length form a contiguous run of rows; each
     run is measured in one go on its real ``t × t`` blocks (``probs[a:b, :, :t, :t]``, ``Q, K[a:b,
-    :, :t]``): no padding enters any matrix, and no matrix is larger than its sequence. Every
-    spectrum of a run is one batched call over its sequences, layers and heads."""
+    :, :t]``): no padding enters any matrix, and no matrix is larger than its sequence. Each
+    layer's spectra of a run are one batched call over its sequences and heads (per layer, not
+    all layers at once: the float64 temporaries stay small enough to be reused by the allocator
+    instead of being mapped afresh, page by page); the measures of all of them are one call."""
     L = len(calls)
     dev = calls[0].probs.device
     B, H, T = calls[0].probs.shape[0], calls[0].probs.shape[1], calls[0].probs.shape[-1]
@@ -97,6 +99,7 @@ def _stats(calls: list[Captured], hidden: tuple[torch.Tensor, ...], lens: list[i
         spectra = torch.zeros(n, L, 2, H, t, dtype=f64, device=dev)  # P, S (S's unlisted values: zeros)
         h = torch.empty(n, L, H, t, dtype=f64, device=dev)
         row_len = torch.full((n, L, 1, t), t, dtype=torch.long, device=dev)
+        masks: dict[int, torch.Tensor] = {}
         for layer, c in enumerate(calls):
             p = c.probs[a:b, :, :t, :t].to(f64)  # [n, H, t, t]
             spectra[:, layer, 0] = spectrum(p)
@@ -105,10 +108,12 @@ def _stats(calls: list[Captured], hidden: tuple[torch.Tensor, ...], lens: list[i
             k = c.key[a:b, :, :t]
             s = factored_svdvals(c.query[a:b, :, :t], k if g is None else k[:, g])
             spectra[:, layer, 1, :, :s.shape[-1]] = s
-            hid = _hidden_keys(c, a, b, T, t)
-            if hid is not None:
-                row_len[:, layer, 0] -= hid.sum(-1)
-                causal[a:b] |= hid.triu(1).flatten(1).any(-1)
+            if c.mask is not None:  # layers usually share one mask tensor: read it once
+                if id(c.mask) not in masks:
+                    hid = _hidden_keys(c, a, b, T, t)
+                    masks[id(c.mask)] = t - hid.sum(-1)
+                    causal[a:b] |= hid.triu(1).flatten(1).any(-1)
+                row_len[:, layer, 0] = masks[id(c.mask)]
         m = measures_of(spectra, t)  # [n, L, 2, H] each
         out = vals[a:b]
         for j, name in enumerate(MEASURES):

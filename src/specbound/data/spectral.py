@@ -74,18 +74,45 @@ def gram_svdvals(x: torch.Tensor) -> torch.Tensor:
 def factored_svdvals(q: torch.Tensor, k: torch.Tensor, n: torch.Tensor | None = None) -> torch.Tensor:
     """Singular values of ``q kᵀ`` without forming it when ``t > d`` (as for the weights, bounds.md §2).
 
-    ``q``, ``k``: ``[..., t, d]``. With thin QR ``q = Q_a R_a``, ``k = Q_b R_b``,
-    ``σ(q kᵀ) = σ(R_a R_bᵀ)`` (a ``d × d`` core); the other ``t − d`` values are exactly zero and
-    not listed. Returns ``[..., min(t, d)]`` in float64, descending. ``n``: each pair's own
+    ``q``, ``k``: ``[..., t, d]``. Returns ``[..., min(t, d)]`` in float64, descending; for
+    ``t > d`` the other ``t − d`` values are exactly zero and not listed. ``n``: each pair's own
     number of rows when zero-padded (see :func:`spectrum`).
+
+    ``t ≤ d``: :func:`spectrum` of ``q kᵀ``. ``t > d``: ``σ²(q kᵀ) = eig(Gq Gk)`` with the
+    ``d × d`` Grams ``Gq = qᵀq``, ``Gk = kᵀk``; with the Cholesky factor ``Gq = L Lᵀ`` that is
+    ``eig(Lᵀ Gk L)``, a symmetric ``d × d`` eigenproblem (no QR of the ``t × d`` factors). Its
+    absolute error is ≈ ε·‖q‖²‖k‖² (Cholesky and the Grams are backward stable in that norm), i.e.
+    ``ρ²`` times the plain Gram route's ε·σ₁² with ``ρ = ‖q‖‖k‖ / σ₁(q kᵀ)`` ≥ 1. So a pair is
+    trusted when its smallest value satisfies ``λ_min ≥ GRAM_RESOLVED² · ‖Gq‖_F ‖Gk‖_F`` (which
+    bounds ``GRAM_RESOLVED² ρ² σ₁²`` from above): the same relative accuracy as :func:`spectrum`'s
+    test. Pairs that fail it, or whose ``Gq`` is not numerically positive definite (``q`` of rank
+    below d), take the exact route: thin QR ``q = Q_a R_a``, ``k = Q_b R_b`` and :func:`spectrum` of
+    the core ``R_a R_bᵀ`` (``σ(q kᵀ) = σ(R_a R_bᵀ)``).
     """
     q, k = q.to(torch.float64), k.to(torch.float64)
     t, d = q.shape[-2], q.shape[-1]
     if t <= d:
         return spectrum(q @ k.mT, n)
-    ra = torch.linalg.qr(q, mode="r").R
-    rb = torch.linalg.qr(k, mode="r").R
-    return spectrum(ra @ rb.mT, None if n is None else torch.clamp(n, max=d))
+    gq, gk = q.mT @ q, k.mT @ k
+    chol, info = torch.linalg.cholesky_ex(gq)
+    ev = torch.linalg.eigvalsh(chol.mT @ gk @ chol).clamp_min(0.0).flip(-1)  # [..., d], descending
+    if n is None:
+        smallest = ev[..., -1]
+    else:
+        last = torch.broadcast_to(torch.clamp(n, max=d).to(device=ev.device, dtype=torch.long),
+                                  ev.shape[:-1]).clamp(1, d) - 1
+        smallest = torch.gather(ev, -1, last.unsqueeze(-1)).squeeze(-1)
+    scale = torch.linalg.matrix_norm(gq) * torch.linalg.matrix_norm(gk)
+    bad = ((info != 0) | (smallest < GRAM_RESOLVED**2 * scale)).reshape(-1)
+    s = ev.sqrt()
+    if bool(bad.any()):
+        flat = s.reshape(-1, d)
+        qb, kb = q.reshape(-1, t, d)[bad], k.reshape(-1, t, d)[bad]
+        ra, rb = torch.linalg.qr(qb, mode="r").R, torch.linalg.qr(kb, mode="r").R
+        nb = None if n is None else torch.broadcast_to(torch.clamp(n, max=d), ev.shape[:-1]).reshape(-1)[bad]
+        flat[bad] = spectrum(ra @ rb.mT, nb)
+        s = flat.reshape(s.shape)
+    return s
 
 
 def measures_of(s: torch.Tensor, r: int | torch.Tensor) -> dict[str, torch.Tensor]:
