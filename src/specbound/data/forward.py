@@ -8,6 +8,10 @@ alone. For each sequence of t real tokens, layer ℓ and query head h:
   (``probs[b, h, :t, :t]``; the padding keys are masked, so each row still sums to 1);
 * ``S[ℓ,h] = Q Kᵀ`` (t × t) from the model's own query and key of head h (K of KV group
   ``h // (H / H_kv)``), singular values by the factored route (:func:`factored_svdvals`);
+* each sequence's matrices are its real ``t × t`` blocks (the batch's sequences of one length are
+  measured together), spectra by :func:`spectrum` (P) and :func:`factored_svdvals` (S): a
+  symmetric eigenproblem per matrix with an exact-SVD fallback, as accurate as a dense SVD per
+  head for every measure (bounds.md §8; see those functions);
 * the row lengths (keys row i may attend to) are read from the model's own mask;
 * ``X_ℓ`` = the hidden state entering layer ℓ (``hidden_states[ℓ]``, t × N), and the output of
   layer ℓ (``hidden_states[ℓ + 1]``; for the last layer the model's final hidden state as it
@@ -106,7 +110,9 @@ def _stats(calls: list[Captured], hidden: tuple[torch.Tensor, ...], lens: list[i
             h[:, layer] = row_entropies(p)
             del p
             k = c.key[a:b, :, :t]
-            s = factored_svdvals(c.query[a:b, :, :t], k if g is None else k[:, g])
+            q, k = (x.to(f64, memory_format=torch.contiguous_format) for x in (c.query[a:b, :, :t],
+                                                                               k if g is None else k[:, g]))
+            s = factored_svdvals(q, k)
             spectra[:, layer, 1, :, :s.shape[-1]] = s
             if c.mask is not None:  # layers usually share one mask tensor: read it once
                 if id(c.mask) not in masks:
