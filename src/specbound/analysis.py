@@ -9,9 +9,11 @@ on it (pure functions), and assemble the :class:`~specbound.report.schema.Report
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +27,7 @@ from specbound.spectra.compute import SpectraPolicy, check_same_architecture, co
 from specbound.spectra.kernels import FFMethod
 from specbound.spectra.spectrum import ModelSpectra
 from specbound.weights.adapters import open_weights
-from specbound.weights.canonical import TransformerWeights
+from specbound.weights.canonical import ModelInfo, TransformerWeights
 
 __all__ = ["LIPSCHITZ", "MATRIX_COLUMNS", "Report", "analyze", "default_model_path", "lipschitz_of", "versions"]
 
@@ -132,11 +134,13 @@ def analyze(
     else:
         policy.check()
     families = _select_bounds(bounds)
+    check_input_files(texts=texts, token_ids=token_ids)  # before any work, not after the spectra
     weights = open_weights(source, config=config, mapping=mapping)
     ref_weights = None
     if init is not None:
         ref_weights = init if isinstance(init, TransformerWeights) else open_weights(init)
         check_same_architecture(weights.info, ref_weights.info)
+    warnings = init_warnings(weights.info, ref_weights.info) if ref_weights is not None else []
     l_phi_from = "option" if l_phi is not None else f"activation {weights.info.activation}"
     if l_phi is None:
         l_phi = lipschitz_of(weights.info.activation)
@@ -168,6 +172,8 @@ def analyze(
         "seq_len": seq_len,
         "init": init_source,
     }
+    if warnings:  # shown with the run notes (report.html, the summary) and kept in report.json
+        options["warnings"] = warnings
     if ms.cache_stats is not None:
         options["cache"] = dict(ms.cache_stats)
     if policy.approx is not None:
@@ -200,6 +206,34 @@ def analyze(
         adaptivity={**adaptivity(sa_terms), "note": adaptivity_note(sa_terms)},
         attention=attention,
     )
+
+
+def check_input_files(*, texts: Any = None, token_ids: Any = None) -> None:
+    """The data side's input files are regular files (read only after the spectra): checked up
+    front so that a missing file, a folder or a FIFO fails before the work, in one line."""
+    from specbound.weights.files import regular_file
+
+    for value, what in ((texts, "text file"), (token_ids, "token-id file")):
+        if isinstance(value, (str, os.PathLike)):
+            p = Path(value).expanduser()
+            if what == "text file" and not (p.exists() or p.is_symlink()):
+                raise InputError(f"{p}: no such text file (for literal text pass a list of strings: texts=[...]).")
+            regular_file(p, what)
+
+
+def init_warnings(model: ModelInfo, ref: ModelInfo) -> list[str]:
+    """What is suspicious about an ``--init`` reference of the same sizes: another ``model_type``
+    or activation (distances to an unrelated model of the same shape are computable but rarely
+    what was meant)."""
+    out = []
+    for field, label in (("model_type", "model_type"), ("activation", "activation")):
+        a, b = getattr(model, field), getattr(ref, field)
+        if a != b:
+            out.append(
+                f"warning: the --init reference {ref.source} has {label} {b!r}, the model {a!r} (same "
+                "sizes, so the distances were computed); check that it is this model's initialisation"
+            )
+    return out
 
 
 def _select_bounds(bounds: Sequence[str] | str | None) -> dict[str, Any]:

@@ -9,13 +9,20 @@ and only when asked for). Ray workers may run on other machines, so they return 
 :class:`~specbound.analysis.Report` and the driver writes it. A failing checkpoint does not stop
 the others: its one-line error is returned. :func:`analyze_many` writes ``combined.csv``: one
 row per analysed checkpoint with the source, the model facts and each bound's log10 value.
+
+Pool workers ignore Ctrl-C (the parent ends them) and exit as soon as their parent dies
+(:func:`worker_init`); a worker killed by the OOM killer is reported as :class:`WorkerDied`.
+Ctrl-C during :func:`analyze_many` writes ``combined.csv`` for the finished reports, removes
+what the unfinished ones staged and raises :class:`specbound.writing.Interrupted`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -119,10 +126,12 @@ def analyze_many(
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InputError(f"jobs must be a positive integer, got {jobs!r}.")
+    from specbound import writing
+
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; choose another --out.")
+    writing.check_folder_target(out, "--out", ("combined.csv",))
     subdirs = report_dirs(sources)
+    existed = {sub for sub in subdirs if (out / sub).exists()}
     write_kwargs = {"plots": plots}
     results: list[dict[str, Any] | None] = [None] * len(sources)
     total = len(sources)
@@ -138,18 +147,29 @@ def analyze_many(
     else:
         threads = None if jobs == 1 or total == 1 else max(1, (os.cpu_count() or 1) // min(jobs, total))
         args = [(src, sub, str(out), analyze_kwargs, write_kwargs, threads) for src, sub in zip(sources, subdirs)]
-    for i, res, exc in map_tasks(analyze_one, args, jobs=jobs, ray_address=ray_address):
-        if exc is not None:  # analyze_one catches errors itself: the task, its worker or its node died
-            where = "Ray task" if on_ray else "worker process"
-            detail = str(exc).splitlines()[0] if str(exc) else ""
-            res = {"error": f"{where} failed ({type(exc).__name__}: {detail})"}
-        if "report" in res:
-            try:
-                write_report(res.pop("report"), out / subdirs[i], **write_kwargs)
-            except SpecboundError as e:
-                res = {"error": str(e)}
-        results[i] = res
-        tick()
+    interrupted = False
+    tasks = map_tasks(analyze_one, args, jobs=jobs, ray_address=ray_address)
+    try:
+        for i, res, exc in tasks:
+            if exc is not None:  # analyze_one catches errors itself: the task, its worker or its node died
+                where = "Ray task" if on_ray else "worker process"
+                detail = str(exc).splitlines()[0] if str(exc) else ""
+                res = {"error": f"{where} failed ({type(exc).__name__}: {detail})"}
+            if "report" in res:
+                try:
+                    write_report(res.pop("report"), out / subdirs[i], **write_kwargs)
+                except SpecboundError as e:
+                    res = {"error": str(e)}
+            results[i] = res
+            tick()
+    except KeyboardInterrupt:
+        interrupted = True
+        tasks.close()  # a pool's workers are ended here, before their folders are cleaned
+        for i, sub in enumerate(subdirs):  # what did not finish: its staging folders, a folder this run made
+            if results[i] is None and (out / sub).is_dir():
+                writing.clean_stale(out / sub, min_age=0.0)  # its workers were ended just now
+                if sub not in existed:  # (a report it holds is not in combined.csv: not finished)
+                    shutil.rmtree(out / sub, ignore_errors=True)
     rows = [r["row"] for r in results if r is not None and "row" in r]
     failed = [(str(s), r["error"]) for s, r in zip(sources, results) if r is not None and "error" in r]
     bound_cols = sorted({k for r in rows for k in r if k.startswith("log10_")})
@@ -157,10 +177,13 @@ def analyze_many(
 
     table = pd.DataFrame(rows, columns=COMBINED_COLUMNS + bound_cols)
     if rows:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".combined.csv.tmp"
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out / "combined.csv")
+        writing.write_csv(out / "combined.csv", table, "--out")
+    if interrupted:
+        done = len(rows)
+        if done:
+            raise writing.Interrupted(f"interrupted; {done} of {total} reports written to {out} "
+                                      f"(listed in {out / 'combined.csv'}), the others removed")
+        raise writing.Interrupted("interrupted; nothing written")
     return table, failed
 
 
@@ -208,15 +231,73 @@ def map_tasks(
             else:
                 yield i, res, None
     else:
+        from concurrent.futures.process import BrokenProcessPool
+
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(jobs, len(arglists)), mp_context=ctx) as pool:
-            futs = {pool.submit(fn, *args): i for i, args in enumerate(arglists)}
-            try:
-                for fut in as_completed(futs):
-                    try:
-                        yield futs[fut], fut.result(), None
-                    except Exception as e:  # the task raised, or the worker process died
-                        yield futs[fut], None, e
-            finally:
-                for fut in futs:
-                    fut.cancel()
+        workers = min(jobs, len(arglists))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=worker_init,
+                                   initargs=(os.getpid(),))
+        futs = {pool.submit(fn, *args): i for i, args in enumerate(arglists)}
+        finished = False
+        try:
+            for fut in as_completed(futs):
+                try:
+                    yield futs[fut], fut.result(), None
+                except BrokenProcessPool:  # a worker was killed (the OOM killer, a signal)
+                    yield futs[fut], None, WorkerDied(
+                        f"a worker process was killed (out of memory? the kernel's OOM killer ends the "
+                        f"largest process) with {workers} worker processes (--jobs {jobs}); try fewer --jobs")
+                except Exception as e:  # the task raised
+                    yield futs[fut], None, e
+            finished = True
+        finally:
+            for fut in futs:
+                fut.cancel()
+            if finished:
+                pool.shutdown(wait=True)
+            else:  # Ctrl-C or the caller stopped: end the workers now, not after their tasks
+                _terminate(pool)
+
+
+class WorkerDied(RuntimeError):
+    """A worker process of :func:`map_tasks` died while running a task (killed: out of memory,
+    a signal); the message says so and with how many workers."""
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """End ``pool``'s worker processes (SIGTERM, then SIGKILL) and wait for them."""
+    procs = list(getattr(pool, "_processes", {}).values())
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.terminate()
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(2.0)
+            if p.is_alive():
+                p.kill()
+                p.join(2.0)
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+#: Seconds between two checks of a pool worker that its parent is still alive.
+PARENT_POLL_S = 0.25
+
+
+def worker_init(parent_pid: int) -> None:
+    """Initializer of every pool worker: Ctrl-C is the parent's to handle (the worker ignores
+    SIGINT; the parent ends it), and a daemon thread ends the worker as soon as its parent has
+    died (``kill -9`` of the parent must not leave workers running: they are reparented, so
+    ``os.getppid()`` changes)."""
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(PARENT_POLL_S)
+
+    threading.Thread(target=watch, name="specbound-parent-watch", daemon=True).start()

@@ -10,8 +10,15 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from specbound.cli.console import BAD_INPUT, USAGE, error_line, fail, out, progress_bar
-from specbound.cli.options import check_analysis_options, parse_size, ray_target
+from specbound.cli.console import BAD_INPUT, USAGE, err, error_line, fail, out, progress_bar
+from specbound.cli.options import (
+    check_analysis_options,
+    check_device,
+    check_outputs,
+    parse_size,
+    ray_target,
+    stdout_targets,
+)
 from specbound.cli.summary import print_summary
 from specbound.errors import SpecboundError
 
@@ -90,8 +97,16 @@ def analyze(
     if len(sources) > 1:
         if json_file is not None or csv_file is not None or html_file is not None:
             fail("--json/--csv/--html take one checkpoint; with several SOURCEs every report is in --out/<name>/.", USAGE)
+        check_outputs(folders=[(out_dir, "--out", ("combined.csv",))])
+        check_device(device)
         _analyze_many(sources, out_dir, jobs=jobs, ray_address=target, plots=plots, **options)
         return
+    to_stdout = stdout_targets(json=json_file, csv=csv_file, html=html_file)
+    from specbound.report.io import PLOT_FILES, REPORT_FILES
+
+    check_outputs(folders=[(out_dir, "--out", REPORT_FILES + PLOT_FILES, ("attention",) if data_side else ())],
+                  files=[(json_file, "--json"), (csv_file, "--csv"), (html_file, "--html")])
+    check_device(device)
     from specbound.analysis import analyze as run  # torch, pandas: imported once the options are known good
     from specbound.report import stale_plots, write_report
 
@@ -105,16 +120,22 @@ def analyze(
         with progress_bar("writing report") as update:
             written = write_report(report, out_dir, json_path=json_file, csv_path=csv_file, html_path=html_file,
                                    plots=plots)
-            if report.attention is not None:
-                written += report.attention.write(out_dir / "attention", plots=plots)
     except SpecboundError as e:
         fail(str(e), BAD_INPUT)
-    before_files = None
-    if report.attention is not None:  # the data-side summary before the lines naming the files
-        from specbound.cli.attention import print_attention_summary
+    # a document on stdout: the human summary goes to stderr, so the stream stays parseable
+    console = err if to_stdout else out
+    try:
+        before_files = None
+        if report.attention is not None:  # the data-side summary before the lines naming the files
+            from specbound.cli.attention import print_attention_summary
 
-        before_files = partial(print_attention_summary, report.attention)
-    print_summary(report, written, out_dir, html_file=html_file, removed=removed, before_files=before_files)
+            before_files = partial(print_attention_summary, report.attention, console=console)
+        print_summary(report, written, out_dir, html_file=None if to_stdout == ["--html"] else html_file,
+                      removed=removed, console=console, before_files=before_files)
+    except KeyboardInterrupt:
+        from specbound.writing import Interrupted
+
+        raise Interrupted(f"interrupted; the report was written to {out_dir}") from None
 
 
 def _data_side_options(text: Path | None, token_ids: Path | None, n_sources: int) -> dict[str, Any]:
@@ -139,6 +160,10 @@ def _analyze_many(sources: list[str], out_dir: Path, *, jobs: int, ray_address: 
                                          progress=update, **kwargs)
     except SpecboundError as e:
         fail(str(e), BAD_INPUT)
+    if not len(table) and failed:  # every SOURCE failed: the failures, no empty table
+        for src, msg in failed:
+            error_line(msg if src in msg else f"{src}: {msg}")
+        fail(f"none of the {len(failed)} checkpoints could be analysed; nothing written to {out_dir}.", BAD_INPUT)
     t = Table(title="Checkpoints (log10 of the main proxies; every family in combined.csv)", title_justify="left")
     main = [c for c in ("log10_spectrum_adaptive", "log10_edelman") if c in table.columns]
     cols = ["report", "model_type", "L", "N"] + (main or [c for c in table.columns if c.startswith("log10_")][:2])

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from specbound.cli import analyze, attention, bounds, track, version
-from specbound.cli.console import BAD_INPUT, error_line
+from specbound.cli.console import BAD_INPUT, RUNS_KEPT, error_line, interruptible
 from specbound.cli.experiment import correlation, infinite_width, scaling, sparse_majority
 from specbound.errors import SpecboundError
 
@@ -68,30 +68,44 @@ def _root(
     Start with `specbound analyze` (the packaged MiniLM by default); it writes a report folder
     whose report.html opens in any browser.
     """
-app.command("analyze")(analyze.analyze)
-app.command("attention")(attention.attention)
-app.command("version")(version.version)
-app.command("bounds")(bounds.bounds_cmd)
-app.command("compare")(bounds.compare_cmd)
-app.command("track-plot")(track.track_plot)
+app.command("analyze")(interruptible(analyze.analyze))
+app.command("attention")(interruptible(attention.attention))
+app.command("version")(interruptible(version.version))
+app.command("bounds")(interruptible(bounds.bounds_cmd))
+app.command("compare")(interruptible(bounds.compare_cmd))
+app.command("track-plot")(interruptible(track.track_plot))
 
 experiment_app = typer.Typer(help="Experiments E1-E4 (see the README).", no_args_is_help=True,
                              context_settings=CONTEXT)
-experiment_app.command("sparse-majority")(sparse_majority.sparse_majority)
-experiment_app.command("scaling", help=scaling.HELP)(scaling.scaling)
-experiment_app.command("correlation", help=correlation.HELP)(correlation.correlation)
-experiment_app.command("infinite-width", help=infinite_width.HELP)(infinite_width.infinite_width)
+experiment_app.command("sparse-majority")(interruptible(sparse_majority.sparse_majority, RUNS_KEPT))
+experiment_app.command("scaling", help=scaling.HELP)(interruptible(scaling.scaling, RUNS_KEPT))
+experiment_app.command("correlation", help=correlation.HELP)(interruptible(correlation.correlation, RUNS_KEPT))
+experiment_app.command("infinite-width", help=infinite_width.HELP)(interruptible(infinite_width.infinite_width, RUNS_KEPT))
 app.add_typer(experiment_app, name="experiment")
 
 
 def main() -> None:
     """The ``specbound`` script (``specbound.cli:main``) and ``python -m specbound.cli``.
 
-    Exit status 0 success, 1 bad input, 2 usage error. A :class:`~specbound.errors.SpecboundError`
-    a command did not catch itself is one ``error:`` line and exit 1, never a traceback.
+    Exit status 0 success, 1 bad input, 2 usage error, 130 interrupted (Ctrl-C). A
+    :class:`~specbound.errors.SpecboundError` or ``OSError`` a command did not catch itself is one
+    ``error:`` line and exit 1, never a traceback; numpy RuntimeWarnings are not printed.
     """
-    try:
-        app()
-    except SpecboundError as e:
-        error_line(str(e))
-        sys.exit(BAD_INPUT)
+    import warnings
+
+    with warnings.catch_warnings():
+        # numpy's RuntimeWarnings (overflow, invalid value…) are the library's business: it turns
+        # what matters into its own errors and notes; printed here they would precede the one-line
+        # error. Filtered for the CLI only, never process-wide in the library.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            app()
+        except SpecboundError as e:
+            error_line(str(e))
+            sys.exit(BAD_INPUT)
+        except OSError as e:  # a write or read the command did not turn into its own error: still one line
+            from specbound.writing import reason
+
+            where = e.filename if e.filename is not None else "a file"
+            error_line(f"{where}: {reason(e)} ({type(e).__name__}, errno {e.errno}).")
+            sys.exit(BAD_INPUT)

@@ -11,8 +11,9 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from specbound.cli.console import BAD_INPUT, USAGE, err, fail, out, progress_bar
-from specbound.cli.options import check_positive
+from specbound.cli.console import BAD_INPUT, USAGE, err, fail, progress_bar
+from specbound.cli.console import out as _stdout
+from specbound.cli.options import check_device, check_outputs, check_positive
 from specbound.errors import SpecboundError
 
 __all__ = ["attention", "print_attention_summary"]
@@ -51,11 +52,13 @@ def attention(
         check_positive("--max-length", max_length)
     if text is not None and token_ids is not None:
         fail("--text and --token-ids exclude each other: pass one.", USAGE)
+    from specbound.data.result import ATTENTION_FILES
+
+    check_outputs(folders=[(out_dir, "--out", ATTENTION_FILES)])
+    check_device(device)
     from specbound.data import attention as run  # torch, transformers: once the options are known good
-    from specbound.spectra.compute import resolve_device
 
     try:
-        resolve_device(device)
         with progress_bar("forward passes (batches)") as update:
             att = run(source, texts=text, token_ids=token_ids, max_length=max_length, batch_size=batch_size,
                       max_sequences=max_sequences, random_tokens=random_tokens, device=device, seed=seed,
@@ -64,16 +67,18 @@ def attention(
     except SpecboundError as e:
         fail(str(e), BAD_INPUT)
     print_attention_summary(att)
-    out.print(f"Wrote {len(written)} files to [bold]{escape(str(out_dir))}[/]", highlight=False)
+    _stdout.print(f"Wrote {len(written)} files to [bold]{escape(str(out_dir))}[/]", highlight=False)
 
 
 def _f(v: Any, fmt: str = ".2f") -> str:
     return "" if v is None or v != v else format(float(v), fmt)
 
 
-def print_attention_summary(att: Any) -> None:
+def print_attention_summary(att: Any, console: Any = None) -> None:
     """The model line, which text was used, one row per layer (text and random side by side),
-    the capacity and the notes (notes also on stderr, as warnings)."""
+    the capacity and the notes (notes also on stderr, as warnings); on ``console`` (default:
+    stdout)."""
+    out = console if console is not None else _stdout
     m, txt = att.info["model"], att.info["text"]
     out.print(f"[bold]{m['model_type']}[/]  L={m['L']}  H={m['H']}  H_kv={m['H_kv']}  N={m['N']}  "
               f"{m['attention']} attention  ({escape(str(m['source']))})", highlight=False)

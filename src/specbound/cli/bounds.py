@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from specbound.cli.console import BAD_INPUT, USAGE, fail, out, progress_bar
-from specbound.cli.options import check_analysis_options
+from specbound.cli.console import BAD_INPUT, USAGE, err, fail, out, progress_bar
+from specbound.cli.options import check_analysis_options, check_device, check_outputs
 from specbound.errors import SpecboundError
 
 if TYPE_CHECKING:  # pandas is imported where a table is built: the CLI starts without it
@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # pandas is imported where a table is built: the CLI starts w
 
 __all__ = ["bounds_cmd", "catalogue", "compare_cmd", "compare_table", "plot_compare", "source_labels"]
 
+#: The files ``compare`` writes into its --out folder.
+COMPARE_FILES = ("compare.csv", "compare.png", "compare.html")
 NEEDS_TEXT = {"seq_len": "seq_len (--seq-len)", "init": "init (--init)", "init?": "optional init (--init)"}
 
 
@@ -101,6 +103,7 @@ def bounds_cmd(
     csv_file: Optional[Path] = typer.Option(None, "--csv", help="Also write the catalogue here."),
 ) -> None:
     """List every bound family: name, status, what it needs, citation."""
+    check_outputs(files=[(csv_file, "--csv")])
     try:
         cat = catalogue()
     except SpecboundError as e:
@@ -113,10 +116,17 @@ def bounds_cmd(
     t.add_column("citation", overflow="fold", ratio=1)
     for r in cat.itertuples():
         t.add_row(r.name, r.status, r.needs, r.citation)
-    out.print(t)
+    from specbound.writing import is_stdout, write_csv
+
+    (err if is_stdout(csv_file) else out).print(t)  # `--csv -`: stdout carries the CSV alone
     if csv_file is not None:
-        cat.to_csv(csv_file, index=False)
-        out.print(f"Wrote {csv_file}", highlight=False)
+
+        try:
+            write_csv(csv_file, cat, "--csv")
+        except SpecboundError as e:
+            fail(str(e), BAD_INPUT)
+        if not is_stdout(csv_file):
+            out.print(f"Wrote {csv_file}", highlight=False)
 
 
 def compare_cmd(
@@ -133,9 +143,9 @@ def compare_cmd(
     chart (compare.png) and one self-contained page (compare.html)."""
     if len(sources) < 2:
         fail("compare needs at least two SOURCE checkpoints.", USAGE)
-    check_analysis_options(dtype=dtype)  # --device and --l-phi: checked by the analysis (exit 1)
-    if out_dir.exists() and not out_dir.is_dir():
-        fail(f"{out_dir}: exists and is not a folder; choose another --out.", BAD_INPUT)
+    check_analysis_options(dtype=dtype)  # --l-phi: checked by the analysis (exit 1)
+    check_outputs(folders=[(out_dir, "--out", COMPARE_FILES)])
+    check_device(device)
     from specbound.analysis import analyze  # torch, pandas: once the options are known good
 
     reports = []
@@ -148,17 +158,17 @@ def compare_cmd(
         fail(str(e), BAD_INPUT)
     labels = source_labels(sources)
     table = compare_table(reports, labels)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        fail(f"{out_dir}: cannot create the folder ({e.strerror}).", BAD_INPUT)
-    csv_path = out_dir / "compare.csv"
-    table.to_csv(csv_path, index=False)
-    png_path = plot_compare(table, labels, out_dir / "compare.png")
     from specbound.report.compare import compare_page
-    from specbound.report.html import write_html
+    from specbound.writing import report_folder
 
-    html_path = write_html(compare_page(reports, labels, table, png_path.read_bytes()), out_dir / "compare.html")
+    csv_path, png_path, html_path = (out_dir / n for n in COMPARE_FILES)
+    try:  # the three files replace the old ones together (specbound.writing.report_folder)
+        with report_folder(out_dir, option="--out") as stage:
+            table.to_csv(stage.path / csv_path.name, index=False)
+            png = plot_compare(table, labels, stage.path / png_path.name).read_bytes()
+            (stage.path / html_path.name).write_text(compare_page(reports, labels, table, png), encoding="utf-8")
+    except SpecboundError as e:
+        fail(str(e), BAD_INPUT)
 
     t = Table(title="log10 value per family and checkpoint", title_justify="left")
     t.add_column("family")

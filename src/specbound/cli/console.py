@@ -8,21 +8,31 @@ value the library refused), 2 usage error (an option the command line got wrong)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-__all__ = ["BAD_INPUT", "USAGE", "ProgressUpdate", "err", "error_line", "fail", "out", "progress_bar"]
+__all__ = ["BAD_INPUT", "INTERRUPTED", "NOTHING_WRITTEN", "RUNS_KEPT", "USAGE", "ProgressUpdate", "err", "error_line", "fail", "interruptible", "out",
+           "progress_bar"]
 
 #: Exit code of an input the library refused (``SpecboundError``, a file that cannot be written).
 BAD_INPUT = 1
 #: Exit code of a usage error (an option value the command rejects before any work).
 USAGE = 2
+#: Exit code after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
 
 #: ``soft_wrap``: text lines are never broken by the console (a terminal wraps them itself; piped
 #: output keeps every path and message on one line, as grep expects); tables still fit the width.
@@ -42,6 +52,33 @@ def fail(message: str, code: int) -> NoReturn:
     contract."""
     error_line(message)
     raise typer.Exit(code)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+#: What Ctrl-C leaves of a command that wrote nothing yet.
+NOTHING_WRITTEN = "interrupted; nothing written"
+#: What Ctrl-C leaves of an experiment: its run cache.
+RUNS_KEPT = "interrupted; the runs finished so far are kept in the --out folder's cache and a rerun resumes from them"
+
+
+def interruptible(command: F, message: str = NOTHING_WRITTEN) -> F:
+    """Wrap a command: Ctrl-C prints one line on stderr (what was finished: the message of a
+    :class:`specbound.writing.Interrupted`, else ``message``) and exits with :data:`INTERRUPTED`
+    (130), never a traceback or click's "Aborted!". Every writer stages its files and commits
+    them only when complete, so an interrupted write leaves nothing behind."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            shown = getattr(e, "message", None) or message
+            err.print(escape(shown), highlight=False, soft_wrap=True)
+            raise typer.Exit(INTERRUPTED) from None
+
+    return run  # type: ignore[return-value]
 
 
 class ProgressUpdate(Protocol):

@@ -8,10 +8,14 @@ the common mistakes into usage errors (exit 2) that name the option.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
+from typing import Any
 
-from specbound.cli.console import USAGE, fail
+from specbound.cli.console import BAD_INPUT, USAGE, fail
 
-__all__ = ["DTYPES", "FF_METHODS", "check_analysis_options", "check_positive", "parse_size", "ray_target"]
+__all__ = ["DTYPES", "FF_METHODS", "check_analysis_options", "check_device", "check_outputs", "check_positive",
+           "parse_size", "ray_target", "stdout_targets"]
 
 DTYPES = ("float64", "float32")
 DEVICES = ("cpu", "cuda")
@@ -89,3 +93,61 @@ def ray_target(ray: bool, ray_address: str | None) -> str | None:
 
         return RAY_LOCAL
     return None
+
+
+def check_device(device: Any, flag: str = "--device") -> None:
+    """The one ``--device`` check of every command that takes it, made before any work: the
+    device must be one :func:`specbound.spectra.compute.resolve_device` accepts (cpu or cuda)
+    and must exist. One line: exit 2 for a name that is not a torch device or not one specbound
+    runs on (the command line is wrong), exit 1 for a CUDA device this machine does not have.
+    Imports torch."""
+    if device is None:
+        return
+    import torch
+
+    from specbound.errors import InputError
+    from specbound.spectra.compute import resolve_device
+
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError):
+        fail(f"{flag} {device}: not a torch device; use cpu or cuda.", USAGE)
+    try:
+        resolve_device(dev)
+    except InputError:
+        if dev.type == "cuda":
+            fail(f"{flag} {device}: no CUDA device is available (torch.cuda.is_available() is False); "
+                 f"use {flag} cpu.", BAD_INPUT)
+        fail(f"{flag} {device}: not supported (device type {dev.type!r}); use cpu or cuda.", USAGE)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        fail(f"{flag} {device}: there are only {torch.cuda.device_count()} CUDA devices (0..."
+             f"{torch.cuda.device_count() - 1}); use another index or {flag} cpu.", BAD_INPUT)
+
+
+def stdout_targets(**targets: Any) -> list[str]:
+    """The options (``--json`` …) whose value is ``-`` (standard output); more than one is a
+    usage error (the documents would be mixed on one stream)."""
+    from specbound.writing import is_stdout
+
+    flags = [f"--{name}" for name, p in targets.items() if p is not None and is_stdout(p)]
+    if len(flags) > 1:
+        fail(f"{' and '.join(flags)} are all '-': only one document can go to standard output.", USAGE)
+    return flags
+
+
+def check_outputs(folders: Sequence[tuple[Any, ...]] = (), files: Sequence[tuple[Any, str]] = ()) -> None:
+    """Every output target checked before any work (:mod:`specbound.writing`): ``folders`` are
+    ``(path, flag, names of the files it will hold[, names of its subfolders])``, ``files``
+    ``(path, flag)``; ``None`` paths are skipped. One line naming the option, the path and why;
+    exit 1."""
+    from specbound.writing import WriteError, check_file_target, check_folder_target
+
+    try:
+        for path, flag, names, *sub in folders:
+            if path is not None:
+                check_folder_target(os.fspath(path), flag, names, sub[0] if sub else ())
+        for path, flag in files:
+            if path is not None:
+                check_file_target(os.fspath(path), flag)
+    except WriteError as e:
+        fail(str(e), BAD_INPUT)

@@ -20,6 +20,9 @@ def track_plot(
 ) -> None:
     """Plots of a run tracked during training: each family's log10 value with the losses, per-layer
     sigma1, and the p*-zero fraction, against step."""
+    from specbound.cli.options import check_outputs
+
+    check_outputs(folders=[(plot_dir if plot_dir is not None else folder, "--out", ())])
     from specbound.integrations.plots import read_track, write_track_plots
 
     try:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,9 @@ CITATION = (
     "(capacity via the effective rank of attention; exact definition not available: this project's "
     "construction, bounds.md §8); O. Roy, M. Vetterli, The effective rank, EUSIPCO 2007."
 )
+#: The files of an attention folder (a folder in the way of one of them is an error up front).
+ATTENTION_FILES = ("heads.csv", "layers.csv", "sequences.csv", "attention.json", "attention_erank_heatmap.png",
+                   "attention_depth.png", "logit_k90_vs_weight.png", "hidden_rank.png")
 DEFINITION = "sum over layers l and heads h of mean_x erank(P[l,h](x)) (bounds.md §8)"
 
 
@@ -123,31 +124,23 @@ class AttentionResult:
     def write(self, out_dir: str | os.PathLike, *, plots: bool = True) -> list[Path]:
         """Write ``heads.csv``, ``layers.csv``, ``sequences.csv``, ``attention.json`` and (``plots``)
         the PNG plots of :data:`specbound.data.plots.PLOTS` into ``out_dir``, all or nothing
-        (staged in a temporary folder beside it). Returns the paths written."""
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise InputError(f"{out}: exists and is not a folder; choose another --out.")
-        parent = out.parent if str(out.parent) else Path(".")
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"{out}: cannot create its folder ({e.strerror}).") from None
-        stage = Path(tempfile.mkdtemp(prefix=".specbound-attention-", dir=parent))
-        try:
-            self.heads.to_csv(stage / "heads.csv", index=False)
-            self.layers.to_csv(stage / "layers.csv", index=False)
-            self.sequences.to_csv(stage / "sequences.csv", index=False)
-            (stage / "attention.json").write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
-            if plots:
-                from specbound.data.plots import PLOTS
+        (:func:`specbound.writing.report_folder`: staged inside ``out_dir``). Returns the paths
+        written."""
+        from specbound.writing import check_folder_target, report_folder
 
-                for name, fn in PLOTS.items():
-                    fn(self, stage / name)
-            out.mkdir(parents=True, exist_ok=True)
-            written = []
-            for f in sorted(stage.iterdir()):
-                os.replace(f, out / f.name)
-                written.append(out / f.name)
-            return written
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
+        check_folder_target(out_dir, "--out", ATTENTION_FILES)
+        with report_folder(out_dir, option="--out") as stage:
+            self.fill(stage.path, plots=plots)
+        return stage.written
+
+    def fill(self, folder: Path, *, plots: bool = True) -> None:
+        """Write the files of :meth:`write` into the (staging) folder ``folder``."""
+        self.heads.to_csv(folder / "heads.csv", index=False)
+        self.layers.to_csv(folder / "layers.csv", index=False)
+        self.sequences.to_csv(folder / "sequences.csv", index=False)
+        (folder / "attention.json").write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
+        if plots:
+            from specbound.data.plots import PLOTS
+
+            for name, fn in PLOTS.items():
+                fn(self, folder / name)

@@ -17,6 +17,10 @@ from typing import Any
 import numpy as np
 
 from specbound.errors import InputError
+from specbound.weights.files import read_text
+
+#: The largest text file read (256 MiB; the data pass tokenises every line of it).
+MAX_TEXT_BYTES = 256 * 2**20
 
 __all__ = ["Sequences", "TextSource", "model_card_sentences", "random_like", "read_text_file",
            "read_token_ids", "tokenize"]
@@ -71,14 +75,9 @@ def read_text_file(path: str | os.PathLike) -> tuple[list[str], TextSource]:
     """The non-empty lines of a UTF-8 text file (stripped); one-line errors for a missing,
     unreadable, empty or all-blank file."""
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not (p.exists() or p.is_symlink()) or str(path) == "":
         raise InputError(f"{p}: no such text file (for literal text pass a list of strings: texts=[...]).")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not UTF-8 text.") from None
-    except OSError as e:
-        raise InputError(f"{p}: cannot read ({e.strerror}).") from None
+    text = read_text(p, "text file", limit=MAX_TEXT_BYTES)  # regular files only: a FIFO never blocks
     if not text:
         raise InputError(f"{p}: the file is empty; give one sequence per line.")
     lines = _lines(text, str(p))
@@ -90,11 +89,10 @@ def read_token_ids(obj: Any) -> tuple[list[list[int]], TextSource]:
     integers, or such a list itself."""
     if isinstance(obj, (str, os.PathLike)):
         p = Path(obj).expanduser()
+        text = read_text(p, "token-id file")  # regular files only: a FIFO never blocks
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise InputError(f"{p}: cannot read the token ids ({e.strerror}).") from None
-        except ValueError as e:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as e:
             raise InputError(f"{p}: not valid JSON ({e}); expected a list of lists of token ids.") from None
         where, kind = str(p), "token_ids"
     else:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import platform
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ __all__ = [
     "torch_threads",
     "versions",
     "save_keyed",
+    "write_csv_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -101,18 +100,11 @@ def config_hash(obj: Any, length: int = 16) -> str:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and rename (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` to ``path`` atomically (:func:`specbound.writing.write_text`: a temporary
+    file in the same folder, fsync, rename, mode from the umask; a symlink's target is written)."""
+    from specbound.writing import write_text
+
+    write_text(path, text)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -120,16 +112,24 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_csv_atomic(path: str | Path, df: Any, **to_csv: Any) -> None:
+    """Write a DataFrame as CSV (``index=False`` unless given), atomically."""
+    to_csv.setdefault("index", False)
+    write_text_atomic(path, df.to_csv(**to_csv))
+
+
 def save_keyed(path: str | Path, key: Any, payload: dict[str, Any]) -> None:
     """``torch.save`` ``payload`` with the hash of ``key`` (and ``key`` as JSON), atomically:
     a run cache entry that :func:`load_keyed` returns only for the same ``key``."""
+    import io
+
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"key_hash": config_hash(key), "key": json.dumps(key, sort_keys=True, default=str), **payload}, tmp)
-    os.replace(tmp, path)
+    from specbound.writing import write_bytes
+
+    buf = io.BytesIO()
+    torch.save({"key_hash": config_hash(key), "key": json.dumps(key, sort_keys=True, default=str), **payload}, buf)
+    write_bytes(path, buf.getvalue())
 
 
 def load_keyed(path: str | Path, key: Any) -> dict[str, Any] | None:

@@ -20,15 +20,13 @@ latest values it reported), then
 ``epoch``, ``layer``, ``kind``, ``sigma1`` (σ1, the largest over the heads for QK and OV),
 ``mean_stable_rank``, ``mean_effective_rank``, ``frac_p_star_zero``.
 
-Both are rewritten after every update through a temporary file in the same folder and
-``os.replace``, so a reader (or a killed run) never sees a half-written table.
+Both are rewritten after every update through a temporary file in the same folder and a
+rename (:mod:`specbound.writing`), so a reader (or a killed run) never sees a half-written table.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,21 +133,17 @@ def scalars_of(row: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, f
 
 
 def write_table(rows: list[dict[str, Any]], path: Path, columns: list[str] | None = None) -> None:
-    """Write ``rows`` as CSV at ``path`` atomically (temporary file in the same folder + rename)."""
+    """Write ``rows`` as CSV at ``path`` atomically (:func:`specbound.writing.write_text`: a
+    temporary file in the same folder, fsync, rename)."""
     import pandas as pd
+
+    from specbound.writing import WriteError, write_text
 
     df = pd.DataFrame(rows, columns=columns) if columns is not None else pd.DataFrame(rows)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                df.to_csv(f, index=False)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as e:
-        raise InputError(f"{path}: cannot write the tracking table ({e.strerror}).") from None
+        write_text(path, df.to_csv(index=False))
+    except WriteError as e:
+        raise InputError(f"cannot write the tracking table: {e}") from None
 
 
 def read_table(path: Path) -> "pd.DataFrame | None":

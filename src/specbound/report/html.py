@@ -19,7 +19,6 @@ import base64
 import html
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,15 +207,9 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]], *,
 
 
 def write_html(text: str, path: str | os.PathLike) -> Path:
-    """Write ``text`` to ``path`` atomically (a temporary file beside it, then renamed)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".specbound-", suffix=".html", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
+    """Write ``text`` to ``path`` through :func:`specbound.writing.write_text` (atomic for a file,
+    a symlink's target written, a FIFO or device written directly, ``-`` standard output)."""
+    from specbound.writing import write_text
+
+    write_text(path, text)
+    return Path(path)

@@ -1,18 +1,15 @@
-"""Writing a report: JSON, CSV and plots, all or nothing (files are written to a temporary
-folder first and moved into place only when every file is complete)."""
+"""Writing a report: JSON, CSV and plots, all or nothing (files are written to a staging folder
+inside the report folder first and moved into place only when every file is complete; the rules
+for every kind of target are :mod:`specbound.writing`'s)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-
-from specbound.errors import InputError
 
 if TYPE_CHECKING:
     from specbound.analysis import Report
@@ -41,14 +38,9 @@ def stale_plots(out_dir: str | os.PathLike) -> list[str]:
     return [n for n in PLOT_FILES if (Path(out_dir) / n).is_file()]
 
 
-def _writable_parent(path: Path) -> Path:
-    parent = path.parent if path.parent != Path("") else Path(".")
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"{path}: cannot create its folder ({e.strerror}).") from None
-    return parent
+#: The files of a report folder (plots aside): a folder in the way of one of them is an error
+#: before anything is written (:func:`specbound.writing.check_folder_target`).
+REPORT_FILES = ("report.json", "matrices.csv", "bounds.csv", "not_analysed.csv", "report.html")
 
 
 def write_report(
@@ -63,15 +55,26 @@ def write_report(
     """Write the report; return the paths written.
 
     ``out_dir`` receives ``report.json``, ``matrices.csv``, ``bounds.csv``, ``not_analysed.csv``,
-    ``report.html`` (one self-contained page, :mod:`specbound.report.html`) and, with ``plots``,
-    the plots of :data:`~specbound.report.plots.PLOTS` (the same PNGs are embedded in the page).
-    Without ``plots``, plot files an earlier run left in ``out_dir`` are removed, so that the
-    folder never holds another model's plots beside this report. ``json_path`` / ``csv_path`` /
-    ``html_path`` write the JSON document / matrix table / page to those files as well.
+    ``report.html`` (one self-contained page, :mod:`specbound.report.html`), with ``plots`` the
+    plots of :data:`~specbound.report.plots.PLOTS` (the same PNGs are embedded in the page), and
+    the data side's ``attention/`` folder when the report has one. The folder is replaced as a
+    whole or not at all (:func:`specbound.writing.report_folder`: staged inside ``out_dir``,
+    every entry checked before any is replaced). Without ``plots``, plot files an earlier run
+    left in ``out_dir`` are removed, so that the folder never holds another model's plots beside
+    this report. ``json_path`` / ``csv_path`` / ``html_path`` write the JSON document / matrix
+    table / page to those targets as well (``-`` is standard output; a symlink's target, a FIFO
+    or a device is written, never replaced: :mod:`specbound.writing`). Every target is checked
+    before anything is written; an error is a :class:`~specbound.writing.WriteError`.
     """
-    targets: list[tuple[Path, Path]] = []  # (staged file, final path)
+    from specbound import writing
+
     text = report_json(report)
-    staging: list[Path] = []
+    extras = [(p, opt) for p, opt in ((json_path, "--json"), (csv_path, "--csv"), (html_path, "--html")) if p is not None]
+    if out_dir is not None:
+        writing.check_folder_target(out_dir, "--out", REPORT_FILES + PLOT_FILES,
+                                    ("attention",) if getattr(report, "attention", None) is not None else ())
+    for p, opt in extras:
+        writing.check_file_target(p, opt)
     pngs: dict[str, bytes] | None = None
     page: str | None = None
     if plots and (out_dir is not None or html_path is not None):
@@ -82,53 +85,63 @@ def write_report(
         from specbound.report.sections import report_page
 
         page = report_page(report, pngs)
+    contents = {"--json": text.encode(), "--html": (page or "").encode("utf-8"),
+                "--csv": report.matrices.to_csv(index=False).encode()}
+    # files beside their targets first (atomic ones), so that none can fail after the folder is in place
+    staged: list[tuple[Path, Path]] = []
+    later: list[tuple[str | os.PathLike, str]] = []
+    written: list[Path] = []
     try:
-        if out_dir is not None:
-            out = Path(out_dir)
-            if out.exists() and not out.is_dir():
-                raise InputError(f"{out}: exists and is not a folder; choose another --out.")
-            parent = _writable_parent(out)
-            stage = Path(tempfile.mkdtemp(prefix=".specbound-", dir=parent))
-            staging.append(stage)
-            (stage / "report.json").write_text(text)
-            report.matrices.to_csv(stage / "matrices.csv", index=False)
-            bounds_table(report).to_csv(stage / "bounds.csv", index=False)
-            pd.DataFrame(report.not_analysed, columns=["tensor", "shape", "reason"]).to_csv(
-                stage / "not_analysed.csv", index=False
-            )
-            if pngs is not None:
-                for name, png in pngs.items():
-                    (stage / name).write_bytes(png)
-            assert page is not None
-            (stage / "report.html").write_text(page, encoding="utf-8")
-            targets += [(f, out / f.name) for f in sorted(stage.iterdir())]
-        for path, writer in ((json_path, "json"), (csv_path, "csv"), (html_path, "html")):
-            if path is None:
-                continue
-            p = Path(path)
-            fd, tmp = tempfile.mkstemp(prefix=".specbound-", dir=_writable_parent(p))
-            os.close(fd)
-            staged = Path(tmp)
-            staging.append(staged)
-            if writer == "json":
-                staged.write_text(text)
-            elif writer == "html":
-                staged.write_text(page or "", encoding="utf-8")
+        for p, opt in extras:
+            if writing.target_kind(p) == "file":
+                final, _ = writing._resolve(Path(p))
+                try:
+                    writing._mkdirs(final.parent)
+                    staged.append((writing.stage_file(final, contents[opt]), final))
+                except OSError as e:
+                    raise writing._error(p, writing.reason(e), opt) from None
             else:
-                report.matrices.to_csv(staged, index=False)
-            targets.append((staged, p))
-        written = []
-        for staged, final in targets:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, final)
-            written.append(final)
-        if out_dir is not None and pngs is None:
-            for name in stale_plots(out_dir):
-                (Path(out_dir) / name).unlink()
+                later.append((p, opt))
+        if out_dir is not None:
+            remove = [] if pngs is not None else list(PLOT_FILES)
+            with writing.report_folder(out_dir, remove=remove, option="--out") as stage:
+                _fill(stage.path, report, text, pngs, page, plots)
+            written += [w for w in stage.written if w.is_file()]
+            if (Path(out_dir) / "attention") in stage.written:
+                written += sorted(p for p in (Path(out_dir) / "attention").iterdir() if p.is_file())
+        for tmp, final in staged:
+            try:
+                os.replace(tmp, final)
+            except OSError as e:
+                raise writing._error(final, writing.reason(e)) from None
+        for (p, opt) in extras:
+            if any(f == writing._resolve(Path(p))[0] for _, f in staged):
+                written.append(Path(p))
+        for p, opt in later:
+            if writing.write_bytes(p, contents[opt], opt) is not None:
+                written.append(Path(p))
         return written
     finally:
-        for s in staging:
-            if s.is_dir():
-                shutil.rmtree(s, ignore_errors=True)
-            elif s.exists():
-                s.unlink()
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _fill(stage: Path, report: "Report", text: str, pngs: dict[str, bytes] | None, page: str | None,
+          plots: bool) -> None:
+    """Write the report folder's files into ``stage``."""
+    (stage / "report.json").write_text(text)
+    report.matrices.to_csv(stage / "matrices.csv", index=False)
+    bounds_table(report).to_csv(stage / "bounds.csv", index=False)
+    pd.DataFrame(report.not_analysed, columns=["tensor", "shape", "reason"]).to_csv(
+        stage / "not_analysed.csv", index=False
+    )
+    if pngs is not None:
+        for name, png in pngs.items():
+            (stage / name).write_bytes(png)
+    assert page is not None
+    (stage / "report.html").write_text(page, encoding="utf-8")
+    attention = getattr(report, "attention", None)
+    if attention is not None:
+        (stage / "attention").mkdir()
+        attention.fill(stage / "attention", plots=plots)

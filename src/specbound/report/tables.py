@@ -98,4 +98,5 @@ def run_notes(report: "Report") -> list[str]:
         notes.append("dense: every product formed and its dense SVD taken (parity mode)")
     if o.get("init"):
         notes.append(f"distances to the reference {o['init']} (--init)")
+    notes.extend(str(w) for w in o.get("warnings") or [])
     return notes

@@ -143,6 +143,10 @@ class ModelInfo:
         }
 
 
+#: The tensor dtypes specbound analyses (upcast to the working precision); anything else (complex,
+#: bool, integers, float8) is an :class:`InputError` naming the tensor.
+READABLE_TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
 #: A 1-D tensor of ``LayerWeights.extras`` is a normalisation parameter when its name matches this.
 _NORM_NAME = ("norm", "layernorm", "layer_norm", "ln_", ".ln", "rms")
 
@@ -220,6 +224,15 @@ class LayerWeights:
                 "check the config."
             )
         for key in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out"):
+            self._check_dtype(self._name(key), getattr(self, key))
+        for name, t in self.extras.items():
+            self._check_dtype(name, t)
+            if not torch.isfinite(t).all():
+                raise InputError(
+                    f"layer {self.index}: tensor {name} contains NaN or Inf; the checkpoint is "
+                    "corrupt or diverged: re-export it or pick an earlier checkpoint."
+                )
+        for key in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out"):
             t = getattr(self, key)
             # A NaN or ±Inf entry makes the sum NaN or ±Inf, so a finite sum proves every entry
             # finite (one pass, no mask); a non-finite sum (or an overflow) gets the exact check.
@@ -228,6 +241,16 @@ class LayerWeights:
                     f"layer {self.index}: tensor {self._name(key)} contains NaN or Inf; the "
                     "checkpoint is corrupt or diverged: re-export it or pick an earlier checkpoint."
                 )
+
+    def _check_dtype(self, name: str, t: torch.Tensor) -> None:
+        if t.dtype not in READABLE_TORCH_DTYPES:
+            what = ("complex: the imaginary part would be dropped; export the real weights" if t.is_complex()
+                    else "dequantise or cast the checkpoint to float16, bfloat16 or float32 first")
+            raise InputError(
+                f"layer {self.index}: tensor {name} has dtype {str(t.dtype).removeprefix('torch.')}; "
+                f"specbound analyses real floating-point weights only (float16, bfloat16, float32, "
+                f"float64): {what}."
+            )
 
     def _name(self, key: str) -> str:
         return self.names.get(key, key)

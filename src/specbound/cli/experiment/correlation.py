@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from specbound.cli.console import BAD_INPUT, USAGE, err, fail, progress_bar
 from specbound.cli.console import out as con
-from specbound.cli.options import check_positive, ray_target
+from specbound.cli.options import check_outputs, check_positive, ray_target
 from specbound.errors import SpecboundError
 
 __all__ = ["HELP", "correlation"]
@@ -68,6 +68,7 @@ def correlation(
     target = ray_target(ray, ray_address)
     if target is not None and jobs is not None:
         fail("--jobs and --ray exclude each other: Ray decides where the tasks run.", USAGE)
+    check_outputs(folders=[(out, "--out", ("models.csv", "scores.csv", "config.json"))])
     from specbound.experiments.correlation import default_config, load_grid, quick_config, run_sweep
 
     try:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from specbound.cli.console import BAD_INPUT, USAGE, err, event_progress, fail, out, progress_bar
-from specbound.cli.options import check_positive
+from specbound.cli.options import check_outputs, check_positive
 from specbound.errors import SpecboundError
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ def infinite_width(
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {out_dir}: exists and is not a folder.", USAGE)
     over.update(seed=seed, kl=kl)
+    check_outputs(folders=[(out_dir, "--out", ())])
 
     from specbound.experiments.infinite_width import (
         QUICK_DEVIATIONS,

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from specbound.cli.console import BAD_INPUT, USAGE, err, fail, progress_bar
 from specbound.cli.console import out as con
-from specbound.cli.options import check_positive
+from specbound.cli.options import check_device, check_outputs, check_positive
 from specbound.errors import SpecboundError
 
 __all__ = ["HELP", "scaling"]
@@ -55,25 +55,32 @@ def scaling(
         check_positive("--threads", threads)
     if out.exists() and not out.is_dir():
         fail(f"--out {out}: exists and is not a folder.", USAGE)
+    check_outputs(folders=[(out, "--out", ("models.csv", "exponents.csv", "norms.csv", "config.json"))])
+    check_device(device)
     import torch
 
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError):
-        fail(f"--device {device!r}: not a torch device (e.g. cpu, cuda, cuda:1, mps).", USAGE)
     if threads is not None:
         torch.set_num_threads(threads)
 
     from specbound.experiments.scaling import ScalingConfig, run_scaling
 
     cfg = ScalingConfig(family=fam, out=out, quick=quick, seed=seed, device=device, l_phi=l_phi, featured=featured)
+    created = _new_folders(out)
     try:
-        with progress_bar("E2 scaling") as update:
-            res = run_scaling(cfg, lambda message, done, total: update(done, total, message))
-    except SpecboundError as e:
-        fail(str(e), BAD_INPUT)
-    except FloatingPointError as e:
-        fail(f"training diverged: {e}", BAD_INPUT)
+        try:
+            with progress_bar("E2 scaling") as update:
+                res = run_scaling(cfg, lambda message, done, total: update(done, total, message))
+        except SpecboundError as e:
+            fail(str(e), BAD_INPUT)
+        except FloatingPointError as e:
+            fail(f"training diverged: {e}", BAD_INPUT)
+        except OSError as e:
+            from specbound.writing import reason
+
+            fail(f"--out {out}: cannot write ({reason(e)}).", BAD_INPUT)
+    except BaseException:
+        _remove_if_empty(created)
+        raise
 
     for m in res.missing:
         err.print(f"[yellow]missing:[/] {escape(str(m['source']))} ({escape(str(m['reason']))})", highlight=False, soft_wrap=True)
@@ -104,3 +111,28 @@ def _print_exponents(con: Any, exponents: Any, models: Any = None) -> None:
         from specbound.cli.experiment.correlation import adaptivity_line
 
         con.print(adaptivity_line(models), highlight=False, soft_wrap=True)
+
+
+def _new_folders(out: Path) -> list[Path]:
+    """The folders a run will create for ``out`` (``out`` and its missing parents, deepest first)."""
+    missing = []
+    q = Path(out).absolute()
+    while not q.exists() and q != q.parent:
+        missing.append(q)
+        q = q.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed run created, if it left nothing in them but empty folders
+    (a failed E2 run does not leave an empty --out behind); a folder with a file stays."""
+    import os
+
+    for f in folders:
+        if not f.is_dir():
+            continue
+        if any(files for _, _, files in os.walk(f)):
+            return
+        import shutil
+
+        shutil.rmtree(f, ignore_errors=True)

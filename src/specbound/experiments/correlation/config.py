@@ -168,9 +168,11 @@ def load_grid(path: str | Path, task: str | None = None, seed: int = 0, quick: b
     Axes not listed under ``axes`` keep their ``base`` value (:data:`BASE_VALUES`, or the
     quick preset's with ``quick``). Unknown keys, axes or settings are errors."""
     path = Path(path)
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise InputError(f"--grid {path}: no such file.")
-    text = path.read_text()
+    from specbound.weights.files import read_text
+
+    text = read_text(path, "--grid file")  # regular files only: a FIFO never blocks
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             try:

@@ -198,11 +198,10 @@ def read_grid(path: str | os.PathLike) -> list[GridEntry]:
     with such a list under ``"models"``. Relative paths are taken relative to the file's folder.
     Bad rows raise :class:`InputError` naming the file and row; duplicate (L, N) points too.
     """
+    from specbound.weights.files import read_text
+
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"{p}: cannot read the grid file ({e.strerror}).") from None
+    text = read_text(p, "grid file")  # regular files only (a FIFO never blocks), one-line errors
     rows: list[tuple[dict[str, Any], str]]
     if p.suffix.lower() == ".json":
         try:

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from specbound.errors import InputError
-from specbound.experiments.common import versions
+from specbound.experiments.common import versions, write_csv_atomic, write_text_atomic
 from specbound.experiments.scaling import grid
 from specbound.experiments.scaling import synthetic as synth
 from specbound.experiments.scaling.fits import fit_exponents
@@ -274,9 +274,9 @@ def run_scaling(
     norms = pd.DataFrame(norm_rows).sort_values(["L", "N", "kind"]).reset_index(drop=True)
     exponents = fit_exponents(models, families + ["sa_p0_cap"])  # + the weight-independent cap of B_SA
     files = [out / "models.csv", out / "exponents.csv", out / "norms.csv"]
-    models.to_csv(files[0], index=False)
-    exponents.to_csv(files[1], index=False)
-    norms.to_csv(files[2], index=False)
+    write_csv_atomic(files[0], models)
+    write_csv_atomic(files[1], exponents)
+    write_csv_atomic(files[2], norms)
 
     rep, e = reports[featured]
     files += plots.plot_proxy_scaling(models, families, out)
@@ -330,7 +330,7 @@ def run_scaling(
         "torch_threads": torch.get_num_threads(),
     }
     files.append(out / "config.json")
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    write_text_atomic(out / "config.json", json.dumps(config, indent=2, default=str))
     say("done", len(present), len(present))
     return ScalingResult(
         models=models,

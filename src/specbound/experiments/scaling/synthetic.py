@@ -10,7 +10,9 @@ corpus drawn from :class:`~specbound.experiments.synthetic_language.SyntheticLan
 
 Checkpoints are written with ``save_pretrained`` (``config.json`` + ``model.safetensors``)
 together with ``training.json`` (the recipe, seed, losses, held-out masked-token loss and the
-unigram baseline). A later run with the same recipe and seed reuses a finished checkpoint.
+unigram baseline and the SHA-256 of the files). Each checkpoint is written into a temporary
+folder and moved into place with one rename; a later run with the same recipe and seed reuses it
+only if the checksums match and it loads (:func:`verify_checkpoint`), else retrains.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -139,16 +143,11 @@ def train_one(
     from transformers import BertForMaskedLM
 
     out_dir = Path(out_dir)
-    meta_path = out_dir / TRAINING_META
     key = recipe.key(seed)
-    if meta_path.is_file() and (out_dir / "model.safetensors").is_file() and (out_dir / "config.json").is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError:
-            meta = {}
-        if meta.get("key") == key and meta.get("L") == L and meta.get("N") == N:
-            meta["reused"] = True
-            return meta
+    meta = verify_checkpoint(out_dir, L, N, key)
+    if meta is not None:
+        meta["reused"] = True
+        return meta
 
     t0 = time.time()
     V = corpora.language.vocab_size
@@ -162,8 +161,6 @@ def train_one(
                                 warmup_frac=recipe.warmup_frac, where=f" for L={L}, N={N}", progress=progress)
     ev = evaluate_masked(model, corpora, recipe, seed, device)
     model = model.cpu()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    hf_bert.save_quietly(model, out_dir)
     tail = losses[-max(1, len(losses) // 10) :]
     meta = {
         "L": L,
@@ -178,8 +175,135 @@ def train_one(
         "train_seconds": time.time() - t0,
         **ev,
     }
-    meta_path.write_text(json.dumps(meta, indent=2))
+    meta = _write_checkpoint(model, out_dir, meta)
     meta["reused"] = False
+    return meta
+
+
+#: The files of a cached checkpoint, with their SHA-256 in ``training.json`` (``sha256``).
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_checkpoint(d: Path, L: int, N: int, key: str) -> dict[str, Any] | None:
+    """The ``training.json`` of an intact finished checkpoint in ``d`` for (L, N) and recipe key
+    ``key``, else ``None`` (the caller retrains).
+
+    Intact means: ``training.json`` parses and matches (L, N, key); every file of
+    :data:`CHECKPOINT_FILES` is a regular file whose SHA-256 equals the one stored when it was
+    written; and the checkpoint loads (header, config, every layer's matrices finite). A
+    truncated, edited or half-written checkpoint, or one from before checksums were stored, is
+    not reused.
+    """
+    from specbound.errors import SpecboundError
+    from specbound.weights.adapters import open_weights
+
+    d = Path(d)
+    try:
+        meta = json.loads((d / TRAINING_META).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict) or meta.get("key") != key or meta.get("L") != L or meta.get("N") != N:
+        return None
+    sums = meta.get("sha256")
+    if not isinstance(sums, dict) or set(sums) != set(CHECKPOINT_FILES):
+        return None
+    for name in CHECKPOINT_FILES:
+        f = d / name
+        try:
+            if not f.is_file() or f.is_symlink() or _sha256(f) != sums[name]:
+                return None
+        except OSError:
+            return None
+    try:
+        weights = open_weights(d)
+        if (weights.info.n_layers, weights.info.d_model) != (L, N):
+            return None
+        for _ in weights.layers():
+            pass
+    except SpecboundError:
+        return None
+    return meta
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a folder; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(out_dir: Path) -> None:
+    """Remove the temporary folders a killed run left beside ``out_dir``
+    (``.{name}.tmp-{pid}``, ``.{name}.old-{pid}``) whose process is gone."""
+    parent, name = Path(out_dir).parent, Path(out_dir).name
+    if not parent.is_dir():
+        return
+    for p in parent.glob(f".{name}.*-*"):
+        tag, _, pid = p.name[len(name) + 2:].partition("-")
+        if tag in ("tmp", "old") and pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _write_checkpoint(model: Any, out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write the checkpoint and its ``training.json`` (with the files' SHA-256) into a temporary
+    folder beside ``out_dir`` (weights first, ``training.json`` last, each fsynced), then move
+    the folder into place with one rename: ``out_dir`` holds a complete checkpoint or none.
+    An existing ``out_dir`` (a stale or corrupt checkpoint) is moved aside first and removed."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        hf_bert.save_quietly(model, tmp)
+        for name in CHECKPOINT_FILES:
+            _fsync_file(tmp / name)
+        meta = {**meta, "sha256": {name: _sha256(tmp / name) for name in CHECKPOINT_FILES}}
+        with (tmp / TRAINING_META).open("w") as fh:
+            fh.write(json.dumps(meta, indent=2))
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if out_dir.exists() or out_dir.is_symlink():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        _fsync_dir(out_dir.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return meta
 
 
@@ -225,13 +349,4 @@ def train_grid(
 
 
 def _finished(d: Path, L: int, N: int, recipe: Recipe, seed: int) -> bool:
-    try:
-        meta = json.loads((d / TRAINING_META).read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        meta.get("key") == recipe.key(seed)
-        and meta.get("L") == L
-        and meta.get("N") == N
-        and (d / "model.safetensors").is_file()
-    )
+    return verify_checkpoint(d, L, N, recipe.key(seed)) is not None

@@ -37,6 +37,11 @@ def adapter_for(src: TensorSource) -> Adapter:
             "mapping (--mapping FILE)."
         )
     mt = src.config.get("model_type")
+    if mt is not None and not isinstance(mt, str):
+        raise InputError(
+            f"{src.description}: the config's 'model_type' must be a string (one of "
+            f"{', '.join(supported_model_types())}), got {type(mt).__name__} {_short(mt)}; fix config.json."
+        )
     if not mt:
         raise InputError(
             f"{src.description}: the config has no 'model_type'; add it (one of "
@@ -50,6 +55,11 @@ def adapter_for(src: TensorSource) -> Adapter:
             "--mapping FILE (see README, 'Custom models')."
         )
     return reg[mt](src, src.config)
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def open_weights(source: Any, config: Any = None, mapping: Any = None) -> TransformerWeights:

@@ -9,6 +9,7 @@ the family has in layer 0, used to find the key prefix of task models (``bert.``
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, ClassVar
 
 import torch
@@ -118,6 +119,12 @@ class Adapter:
         )
 
     def heads(self, n_heads: int, d_model: int, source: str) -> int:
+        if n_heads <= 0 or d_model <= 0:
+            which = "head count" if n_heads <= 0 else "hidden size"
+            raise InputError(
+                f"{source}: the {which} {n_heads if n_heads <= 0 else d_model} must be a positive "
+                "integer; fix num_attention_heads / hidden_size in the config."
+            )
         if d_model % n_heads:
             raise InputError(
                 f"{source}: the head count {n_heads} does not divide the hidden size {d_model}; "
@@ -134,10 +141,58 @@ class Adapter:
 
     def weights(self) -> TransformerWeights:
         info = self.info()
+        self.check_layer_count(info)
         shapes = {k: self.src.shape(k) for k in self.src.keys()}
         return TransformerWeights(
             info, lambda i: self.with_extras(self.layer(info, i)), source_tensors=shapes
         )
+
+    # -- the layers of the file against the config ------------------------------------------
+    def layer_patterns(self) -> list[re.Pattern[str]]:
+        """Regexes whose group 1 is the layer index of a tensor name of this layout (with the
+        prefix): the part of :attr:`probe` before its ``.0.`` (``encoder.layer.``, ``h.``,
+        ``layers.`` …) followed by digits and a dot."""
+        at = ("." + self.probe).find(".0.")
+        if at < 0:
+            return []
+        head = self.probe[:at]  # "encoder.layer." (the probe with its leading "." removed)
+        return [re.compile(re.escape(self.prefix + head) + r"(\d+)\.")]
+
+    def layer_probe(self, i: int) -> str | None:
+        """The name of :attr:`probe` in layer ``i`` (``None`` when the probe has no layer index)."""
+        at = ("." + self.probe).find(".0.")
+        if at < 0:
+            return None
+        return self.probe[:at] + f"{i}." + self.probe[at + 2:]
+
+    def check_layer_count(self, info: ModelInfo) -> None:
+        """The file's layers against the config's ``L``: a tensor of a layer ``≥ L`` is an error
+        (the config would silently analyse part of the model), and so is a last layer ``L − 1``
+        whose probe tensor is absent (the config promises more layers than the file has)."""
+        pats = self.layer_patterns()
+        extra: dict[int, str] = {}
+        for k in self._all_keys():
+            for pat in pats:
+                m = pat.match(k)
+                if m and int(m.group(1)) >= info.n_layers:
+                    extra.setdefault(int(m.group(1)), k)
+        if extra:
+            top = max(extra)
+            raise InputError(
+                f"{self.src.description}: tensor {extra[top]!r} belongs to layer {top}, but the "
+                f"{self._config_label()} says {info.n_layers} layer(s) (0..{info.n_layers - 1}); "
+                f"the file has at least {top + 1}: fix the layer count."
+            )
+        last = self.layer_probe(info.n_layers - 1)
+        if last is not None and self.prefix + last not in set(self._all_keys()):
+            raise InputError(
+                f"{self.src.description}: tensor {self.prefix + last!r} is missing; the checkpoint "
+                f"is incomplete or its {self._config_label()} has more layers ({info.n_layers}) than "
+                "the file. Fix the layer count or re-export it."
+            )
+
+    def _config_label(self) -> str:
+        return "config"
 
     # -- tensors outside the proxy -----------------------------------------------------------
     def layer_key_prefix(self, lw: LayerWeights) -> str | None:

@@ -41,8 +41,9 @@ the note ``custom_mapping`` (and ``gated_mlp`` for gated MLPs).
 from __future__ import annotations
 
 import difflib
-import json
 import os
+import re
+import string
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ import torch
 from specbound.errors import InputError
 from specbound.weights.adapters.base import Adapter, split_columns, split_rows
 from specbound.weights.canonical import NAME_SEPARATOR, LayerWeights, ModelInfo, Note
+from specbound.weights.files import read_json
 from specbound.weights.sources import TensorSource
 
 _TEMPLATES = ("Q", "K", "V", "O", "M_in", "M_out")
@@ -67,14 +69,7 @@ def _load_mapping(mapping: Any) -> tuple[dict[str, Any], str]:
         return dict(mapping), "name mapping"
     if isinstance(mapping, (str, os.PathLike)):
         path = Path(mapping).expanduser()
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise InputError(f"{path}: cannot read the name mapping ({e.strerror}).") from None
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise InputError(f"{path}: the name mapping is not valid JSON ({e}).") from None
+        data = read_json(path, "name mapping")
         if not isinstance(data, dict):
             raise InputError(f"{path}: the name mapping must be a JSON object, got {type(data).__name__}.")
         return data, str(path)
@@ -84,19 +79,33 @@ def _load_mapping(mapping: Any) -> tuple[dict[str, Any], str]:
 
 
 def _check_template(label: str, field: str, t: Any) -> str:
+    """A tensor-name template: a string whose only replacement field is a plain ``{i}`` (no
+    format spec, conversion, attribute or index: ``{i:>300000000}`` would build a 300 MB name,
+    ``{i[0]}`` fails on an int), literal braces doubled."""
     if not isinstance(t, str) or not t:
         raise InputError(f"{label}: field {field!r} must be a tensor-name template string, got {t!r}.")
-    if "{i}" not in t:
+    if len(t) > 1000:
+        raise InputError(f"{label}: field {field!r} is {len(t)} characters long; a tensor-name template is a name.")
+    try:
+        parts = list(string.Formatter().parse(t))
+    except ValueError as e:
+        raise InputError(
+            f"{label}: field {field!r} = {t!r} is not a valid template ({e}); only '{{i}}' may be "
+            "used (write a literal brace as '{{' or '}}')."
+        ) from None
+    fields = [(name, spec, conv) for _, name, spec, conv in parts if name is not None]
+    for name, spec, conv in fields:
+        if name != "i" or spec or conv:
+            whole = "{" + name + ("!" + conv if conv else "") + (":" + spec if spec else "") + "}"
+            raise InputError(
+                f"{label}: field {field!r} = {t!r} is not a valid template: it uses {whole!r}; "
+                "only the plain layer index "
+                "'{i}' may appear in a template (no format spec, conversion, attribute or index)."
+            )
+    if not fields:
         raise InputError(
             f"{label}: field {field!r} = {t!r} has no '{{i}}' placeholder for the layer index."
         )
-    try:
-        t.format(i=0)
-    except (KeyError, IndexError, ValueError) as e:
-        raise InputError(
-            f"{label}: field {field!r} = {t!r} is not a valid template (only '{{i}}' may be "
-            f"used; {type(e).__name__}: {e})."
-        ) from None
     return t
 
 
@@ -187,6 +196,27 @@ class MappingAdapter(Adapter):
             f"{self.label}: template Q = {self.spec['Q']!r} gives {self.probe!r} for layer 0, "
             f"which is not a tensor of {self.src.description}.{hint}"
         )
+
+    def _templates(self) -> list[str]:
+        s = self.spec
+        return [s["Q"], s["K"], s["V"], s["O"], *s["M_in"], s["M_out"]]
+
+    def layer_patterns(self) -> list[re.Pattern[str]]:
+        """One regex per template (each ``{i}`` → digits, group 1 the first), anchored at both
+        ends, with the prefix."""
+        pats = []
+        for t in self._templates():
+            rx = re.escape(self.prefix)
+            for lit, name, _, _ in string.Formatter().parse(t):
+                rx += re.escape(lit) + (r"(\d+)" if name is not None else "")
+            pats.append(re.compile(rx + "$"))
+        return pats
+
+    def layer_probe(self, i: int) -> str | None:
+        return self.spec["Q"].format(i=i)
+
+    def _config_label(self) -> str:
+        return self._desc().removeprefix("the ")
 
     def check(self, name: str, t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """``t`` if it has ``shape``; otherwise an error naming the tensor and the mapping."""
