@@ -10,7 +10,14 @@ import torch
 
 from specbound.data.forward import MEASURES, SEQUENCE_COLUMNS, _stats
 from specbound.data.model import capture_attention, load_model
-from specbound.data.spectral import GRAM_RESOLVED, factored_svdvals, gram_svdvals, measures_of, spectrum, svdvals
+from specbound.data.spectral import (
+    GRAM_RESOLVED,
+    factored_svdvals,
+    gram_svdvals,
+    measures_of,
+    spectrum,
+    svdvals,
+)
 
 F64 = torch.float64
 
@@ -73,8 +80,8 @@ def test_minilm_attention_by_the_fast_routes_equals_svdvals_per_head(minilm_path
     loaded = load_model(minilm_path)
     tok = loaded.tokenizer
     texts = ["Hello.", "Sentence embeddings map text to vectors.", "Sentence embeddings map text to vectors.",
-             "This model maps sentences and paragraphs to a 384 dimensional dense vector space and can be used "
-             "for tasks like clustering or semantic search across a large collection of documents."]
+             ("This model maps sentences and paragraphs to a 384 dimensional dense vector space and can be used "
+             "for tasks like clustering or semantic search across a large collection of documents.")]
     ids = sorted((tok(s)["input_ids"] for s in texts), key=len)
     lens = [len(x) for x in ids]
     assert lens[0] < lens[1] == lens[2] <= 32 < lens[3]  # both routes of S, a run of two equal lengths
