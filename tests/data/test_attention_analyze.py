@@ -49,3 +49,28 @@ def test_cli_analyze_with_text_writes_the_data_side(tmp_path):
     for name in ("heads.csv", "layers.csv", "sequences.csv", "attention.json"):
         assert (tmp_path / "o" / "attention" / name).is_file()
     assert "attention_effective_rank" in res.stdout
+
+
+def test_cli_analyze_with_text_draws_the_batches_and_prints_the_data_side_before_the_file_lines(tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
+    import specbound.cli.analyze as cli_analyze
+
+    seen = []  # (bar, done, total, description) of every update
+
+    @contextmanager
+    def recording_bar(description, **_):
+        yield lambda done=None, total=None, description=None, **__: seen.append((description, done, total))
+
+    monkeypatch.setattr(cli_analyze, "progress_bar", recording_bar)
+    ck = tiny_checkpoint(tmp_path / "m", tokenizer=True)
+    f = tmp_path / "t.txt"
+    f.write_text("the model maps sentences to vectors\nit can be used for search\na text\n")
+    res = CliRunner().invoke(app, ["analyze", str(ck), "--text", str(f), "--out", str(tmp_path / "o"), "--no-plots",
+                                   "--html", str(tmp_path / "page.html")])
+    assert res.exit_code == 0, res.output
+    batches = [(d, t) for desc, d, t in seen if desc == "data side: forward passes (batches)"]
+    assert batches == [(0, 1), (1, 1)]  # 3 sequences, batch size 16: one batch, reported before and after
+    out = res.stdout
+    assert out.index("attention_effective_rank =") < out.index("Report written to") < out.index("Open the report")
+    assert out.index("Analysed ") < out.index("Per layer, text")  # after the weight tables

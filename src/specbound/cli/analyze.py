@@ -3,6 +3,7 @@ per checkpoint, ``combined.csv`` and a table; :mod:`specbound.parallel`)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -111,6 +112,9 @@ def analyze(
 
     try:
         with progress_bar("analysing layers") as update:
+            if data_side:  # the data side's forward passes on the same bar, after the layers
+                options["attention_options"] = {"progress": lambda done, total: update(
+                    done, total, description="data side: forward passes (batches)")}
             report = run(sources[0] if sources else None, progress=update, **options)
         removed = [] if plots or not out_dir.is_dir() else stale_plots(out_dir)
         with progress_bar("writing report") as update:
@@ -121,12 +125,13 @@ def analyze(
     # a document on stdout: the human summary goes to stderr, so the stream stays parseable
     console = err if to_stdout else out
     try:
-        print_summary(report, written, out_dir, html_file=None if to_stdout == ["--html"] else html_file,
-                      removed=removed, console=console)
-        if report.attention is not None:
+        before_files = None
+        if report.attention is not None:  # the data-side summary before the lines naming the files
             from specbound.cli.attention import print_attention_summary
 
-            print_attention_summary(report.attention, console=console)
+            before_files = partial(print_attention_summary, report.attention, console=console)
+        print_summary(report, written, out_dir, html_file=None if to_stdout == ["--html"] else html_file,
+                      removed=removed, console=console, before_files=before_files)
     except KeyboardInterrupt:
         from specbound.writing import Interrupted
 

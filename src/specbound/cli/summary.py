@@ -9,6 +9,7 @@ characters, one line per row, columns separated by spaces, so ``grep`` finds a l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,11 @@ def _table(console: Console, title: str, columns: list[str], right: set[str]) ->
 
 
 def print_summary(report: Any, written: list[Path], out_dir: Path | None, *, html_file: Path | None = None,
-                  removed: list[str] | None = None, console: Console | None = None) -> None:
+                  removed: list[str] | None = None, console: Console | None = None,
+                  before_files: Callable[[], None] | None = None) -> None:
     """Print the summary of ``report`` (a :class:`specbound.Report`) and the files ``written``;
-    ``removed``: old plot files taken out of ``out_dir`` (a run without plots)."""
+    ``removed``: old plot files taken out of ``out_dir`` (a run without plots); ``before_files``:
+    called after the tables, before the lines that name the files (e.g. the data-side summary)."""
     from specbound.report.tables import LAYER_LEGEND, layer_table, model_label, run_notes
 
     c = console or out
@@ -98,6 +101,8 @@ def print_summary(report: Any, written: list[Path], out_dir: Path | None, *, htm
             highlight=False,
         )
     c.print(f"Analysed {len(report.matrices)} matrices in {report.elapsed_s:.2f} s.", highlight=False)
+    if before_files is not None:
+        before_files()
     if removed:
         c.print(f"[yellow]removed[/] the old plots {', '.join(removed)} from {escape(str(out_dir))} "
                 "(--no-plots: they were another run's)", highlight=False)

@@ -8,6 +8,10 @@ alone. For each sequence of t real tokens, layer ℓ and query head h:
   (``probs[b, h, :t, :t]``; the padding keys are masked, so each row still sums to 1);
 * ``S[ℓ,h] = Q Kᵀ`` (t × t) from the model's own query and key of head h (K of KV group
   ``h // (H / H_kv)``), singular values by the factored route (:func:`factored_svdvals`);
+* each sequence's matrices are its real ``t × t`` blocks (the batch's sequences of one length are
+  measured together), spectra by :func:`spectrum` (P) and :func:`factored_svdvals` (S): a
+  symmetric eigenproblem per matrix with an exact-SVD fallback, as accurate as a dense SVD per
+  head for every measure (bounds.md §8; see those functions);
 * the row lengths (keys row i may attend to) are read from the model's own mask;
 * ``X_ℓ`` = the hidden state entering layer ℓ (``hidden_states[ℓ]``, t × N), and the output of
   layer ℓ (``hidden_states[ℓ + 1]``; for the last layer the model's final hidden state as it
@@ -23,7 +27,8 @@ import numpy as np
 import torch
 
 from specbound.data.model import Captured, LoadedModel, capture_attention
-from specbound.data.spectral import entropies, factored_svdvals, gram_svdvals, measures_of, spectrum
+from specbound.data.spectral import (entropies_of_rows, factored_svdvals, gram_svdvals, measures_of, row_entropies,
+                                     spectrum)
 from specbound.errors import InputError
 
 __all__ = ["MEASURES", "SEQUENCE_COLUMNS", "SequenceStats", "run_pass"]
@@ -60,43 +65,73 @@ def _group_of(n_heads: int, n_kv: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n_heads, device=device) // (n_heads // n_kv)
 
 
+def _hidden_keys(c: Captured, a: int, b: int, T: int, t: int) -> torch.Tensor | None:
+    """``True`` where the model's mask hides key j from query i, rows ``a:b`` of the batch, real
+    tokens only (``[b − a, t, t]``), or ``None`` when the call had no mask."""
+    if c.mask is None:
+        return None
+    m = c.mask[a:b, 0] if c.mask.shape[1] == 1 else c.mask[a:b].amax(1)
+    return _masked(m[:, -T:, -T:][:, :t, :t])
+
+
 def _stats(calls: list[Captured], hidden: tuple[torch.Tensor, ...], lens: list[int]) -> Iterator[tuple]:
-    """Per-sequence quantities of one right-padded batch (true lengths ``lens``), in one pass: every
-    padded row and column is set to zero, which leaves the singular values of each sequence's own
-    matrices (plus zeros) and their entropies unchanged (see :func:`measures_of`)."""
+    """Per-sequence quantities of one right-padded batch (true lengths ``lens``, ascending, as
+    :func:`run_pass` sorts them). The sequences of one length form a contiguous run of rows; each
+    run is measured in one go on its real ``t × t`` blocks (``probs[a:b, :, :t, :t]``, ``Q, K[a:b,
+    :, :t]``): no padding enters any matrix, and no matrix is larger than its sequence. Each
+    layer's spectra of a run are one batched call over its sequences and heads (per layer, not
+    all layers at once: the float64 temporaries stay small enough to be reused by the allocator
+    instead of being mapped afresh, page by page); the measures of all of them are one call."""
     L = len(calls)
     dev = calls[0].probs.device
-    T = calls[0].probs.shape[-1]
-    t = torch.as_tensor(lens, device=dev)
-    real = torch.arange(T, device=dev)[None, :] < t[:, None]  # [B, T]
-    pair = (real[:, :, None] & real[:, None, :])[:, None, None]  # [B, 1, 1, T, T]
-    p = torch.stack([c.probs for c in calls], 1).to(torch.float64) * pair  # [B, L, H, T, T]
-    H = p.shape[2]
-    rows = real[:, None, None, :, None]
-    g = _group_of(H, calls[0].key.shape[1], dev)
-    q = torch.stack([c.query for c in calls], 1).to(torch.float64) * rows  # [B, L, H, T, d]
-    k = torch.stack([c.key[:, g] for c in calls], 1).to(torch.float64) * rows
-    masked = []
-    for c in calls:
-        if c.mask is None:
-            masked.append(torch.zeros(len(lens), T, T, dtype=torch.bool, device=dev))
-        else:
-            m = c.mask[:, 0] if c.mask.shape[1] == 1 else c.mask.amax(1)
-            masked.append(_masked(m[:, -T:, -T:]))
-    hid = torch.stack(masked, 1) | ~pair[:, :, 0]  # [B, L, T, T]: hidden keys, padding included
-    row_len = (~hid).sum(-1)  # [B, L, T] (0 on padded rows)
-    r = t.to(torch.float64)[:, None, None]
-    mp = measures_of(spectrum(p, r), r)
-    ms = measures_of(factored_svdvals(q, k, r), r)
-    ent, nent = entropies(p, row_len[:, :, None, :], n_rows=r)
-    vals = torch.stack([mp[m] for m in MEASURES] + [ms[m] for m in MEASURES] + [ent, nent], -1)  # [B, L, H, 10]
-    x = torch.stack([hidden[i] for i in range(L + 1)], 1).to(torch.float64) * real[:, None, :, None]
-    rx = torch.minimum(t, torch.as_tensor(x.shape[-1], device=dev)).to(torch.float64)[:, None]
-    hx = measures_of(gram_svdvals(x), rx)["erank"]  # [B, L + 1]
-    causal = (torch.stack(masked, 1) & pair[:, :, 0]).triu(1).any(-1).any(-1).any(-1)  # [B]
-    vals, hx, causal = vals.cpu().numpy(), hx.cpu().numpy(), causal.cpu().numpy()
-    for j in range(len(lens)):
-        yield vals[j], hx[j, :L], hx[j, 1:], bool(causal[j])
+    B, H, T = calls[0].probs.shape[0], calls[0].probs.shape[1], calls[0].probs.shape[-1]
+    n_kv = calls[0].key.shape[1]
+    g = None if n_kv == H else _group_of(H, n_kv, dev)
+    f64 = torch.float64
+    vals = torch.empty(B, L, H, len(SEQUENCE_COLUMNS), dtype=f64, device=dev)
+    hx = torch.empty(B, L + 1, dtype=f64, device=dev)
+    causal = torch.zeros(B, dtype=torch.bool, device=dev)
+    a = 0
+    while a < B:
+        t = lens[a]
+        b = a
+        while b < B and lens[b] == t:
+            b += 1
+        if any(lens[i] < t for i in range(b, B)):
+            raise ValueError("_stats needs the batch sorted by length")
+        n = b - a
+        spectra = torch.zeros(n, L, 2, H, t, dtype=f64, device=dev)  # P, S (S's unlisted values: zeros)
+        h = torch.empty(n, L, H, t, dtype=f64, device=dev)
+        row_len = torch.full((n, L, 1, t), t, dtype=torch.long, device=dev)
+        masks: dict[int, torch.Tensor] = {}
+        for layer, c in enumerate(calls):
+            p = c.probs[a:b, :, :t, :t].to(f64)  # [n, H, t, t]
+            spectra[:, layer, 0] = spectrum(p)
+            h[:, layer] = row_entropies(p)
+            del p
+            k = c.key[a:b, :, :t]
+            q, k = (x.to(f64, memory_format=torch.contiguous_format) for x in (c.query[a:b, :, :t],
+                                                                               k if g is None else k[:, g]))
+            s = factored_svdvals(q, k)
+            spectra[:, layer, 1, :, :s.shape[-1]] = s
+            if c.mask is not None:  # layers usually share one mask tensor: read it once
+                if id(c.mask) not in masks:
+                    hid = _hidden_keys(c, a, b, T, t)
+                    masks[id(c.mask)] = t - hid.sum(-1)
+                    causal[a:b] |= hid.triu(1).flatten(1).any(-1)
+                row_len[:, layer, 0] = masks[id(c.mask)]
+        m = measures_of(spectra, t)  # [n, L, 2, H] each
+        out = vals[a:b]
+        for j, name in enumerate(MEASURES):
+            out[..., j] = m[name][:, :, 0]
+            out[..., len(MEASURES) + j] = m[name][:, :, 1]
+        out[..., -2], out[..., -1] = entropies_of_rows(h, row_len)
+        hs = torch.stack([gram_svdvals(hidden[layer][a:b, :t]) for layer in range(L + 1)], 1)  # [n, L + 1, min(t, N)]
+        hx[a:b] = measures_of(hs, min(t, hs.shape[-1]))["erank"]
+        a = b
+    vals_np, hx_np, causal_np = vals.cpu().numpy(), hx.cpu().numpy(), causal.cpu().numpy()
+    for j in range(B):
+        yield vals_np[j], hx_np[j, :L], hx_np[j, 1:], bool(causal_np[j])
 
 
 def run_pass(loaded: LoadedModel, ids: list[list[int]], *, batch_size: int, device: torch.device,
