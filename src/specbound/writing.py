@@ -46,7 +46,7 @@ from specbound.errors import InputError
 
 __all__ = [
     "STDOUT", "Interrupted", "Stage", "WriteError", "check_file_target", "check_folder_target", "clean_stale",
-    "is_stdout", "report_folder", "target_kind", "write_bytes", "write_csv", "write_json", "write_text",
+    "is_stdout", "report_folder", "save_figure", "target_kind", "write_bytes", "write_csv", "write_json", "write_text",
 ]
 
 #: The path that means standard output.
@@ -336,6 +336,17 @@ def write_csv(path: str | os.PathLike, df: Any, option: str | None = None, **to_
 
 
 # --------------------------------------------------------------------------- stale staging entries
+
+
+def save_figure(fig: Any, path: str | os.PathLike, option: str | None = None, **savefig: Any) -> Path | None:
+    """Render a matplotlib figure in memory (format from the suffix) and write it with
+    :func:`write_bytes`: a plot is replaced atomically like every other file."""
+    import io
+
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, **savefig)
+    return write_bytes(path, buf.getvalue(), option)
 
 
 def _pid_alive(pid: int) -> bool:

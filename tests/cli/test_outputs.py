@@ -315,3 +315,53 @@ def test_main_prints_no_runtime_warning_before_the_error(tiny_bert, tmp_path, mo
         main()
     assert e.value.code == 1
     assert capfd.readouterr().err.strip() == "error: /some/where/x.bin: no space left on device (OSError, errno 28)."
+
+
+def test_e1_out_on_a_read_only_folder_fails_before_any_training(tmp_path, monkeypatch):
+    """E1's --out is checked up front like every other command's: a folder it cannot write
+    to is one line, exit 1, before a single run is trained."""
+    import os
+
+    import specbound.experiments.sparse_majority as e1
+
+    if os.geteuid() == 0:
+        # root writes through mode bits: make the folder unwritable by putting a file where
+        # one of E1's outputs must go instead.
+        out = tmp_path / "e1"
+        (out / "runs.csv").mkdir(parents=True)
+    else:
+        out = tmp_path / "ro"
+        out.mkdir()
+        out.chmod(0o500)
+    monkeypatch.setattr(e1, "run_study", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    from typer.testing import CliRunner
+
+    from specbound.cli import app
+
+    res = CliRunner().invoke(app, ["experiment", "sparse-majority", "--quick", "--lengths", "16,32",
+                                   "--out", str(out)])
+    assert res.exit_code == 1, res.output
+    assert "--out" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_plots_are_written_through_the_atomic_writer(tmp_path):
+    """save_figure renders in memory and writes like every other file: a symlinked plot path
+    keeps its link and its target gets a valid PNG with the umask's mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from specbound.writing import save_figure
+
+    target = tmp_path / "real.png"
+    target.write_bytes(b"old")
+    link = tmp_path / "plot.png"
+    link.symlink_to(target)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, link, dpi=50)
+    plt.close(fig)
+    assert link.is_symlink()
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".specbound-*"))

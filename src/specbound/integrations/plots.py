@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from specbound.errors import InputError
 from specbound.integrations.records import KINDS, LAYERS_FILE, TRACK_FILE, read_table
+from specbound.writing import save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,7 +76,7 @@ def plot_bounds(track: "pd.DataFrame", path: Path) -> Path:
         _losses_on(ax, track)
     for ax in axes[len(fams):]:
         ax.set_visible(False)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -98,7 +99,7 @@ def plot_sigma1(layers: "pd.DataFrame", path: Path) -> Path:
         ax.set_ylabel("σ1")
         if n_layers <= 12 and len(sel):
             ax.legend(fontsize=6, ncol=2)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -116,7 +117,7 @@ def plot_p_star_zero(track: "pd.DataFrame", path: Path) -> Path:
     ax.set_ylabel("fraction of matrices with p* = 0")
     ax.set_title("adaptivity of B_SA", fontsize=10)
     _losses_on(ax, track)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path
 
 

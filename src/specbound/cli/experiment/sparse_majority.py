@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from specbound.cli.console import BAD_INPUT, USAGE, err, event_progress, fail, out, progress_bar
-from specbound.cli.options import check_positive
+from specbound.cli.options import check_outputs, check_positive
 from specbound.errors import SpecboundError
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ def sparse_majority(
         fail(f"{e}.", USAGE)
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {out_dir}: exists and is not a folder.", USAGE)
+    check_outputs(folders=[(out_dir, "--out", ("runs.csv", "trends.csv", "config.json", "report.html"))])
 
     if quick:
         err.print("[yellow]--quick[/]: deviates from the E1 protocol: " + "; ".join(QUICK_DEVIATIONS),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from specbound.writing import save_figure
 
 __all__ = ["make_plots", "scatter_measure", "ranking_chart"]
 
@@ -47,7 +48,7 @@ def scatter_measure(models: Any, column: str, score: dict[str, Any] | None, path
                      f"{fmt(score.get('robust_sign_error_max'))}",
                      fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     return path
 
 
@@ -79,7 +80,7 @@ def ranking_chart(scores: Any, path: Path, title: str = "") -> Path:
     ax.set_title(title or "measures ranked by granulated τ", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     return path
 
 

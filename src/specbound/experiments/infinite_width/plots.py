@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from specbound.experiments.infinite_width.units import DENSITY_POINTS
+from specbound.writing import save_figure
 
 __all__ = ["write_plots"]
 
@@ -71,7 +72,7 @@ def _kl_figure(summary: pd.DataFrame, exps: list[str], axis: str, series: list[s
     for ax, e in zip(axes, present):
         _panel(ax, summary[summary["experiment"] == e], axis, series, TITLES.get(e, e))
     fig.suptitle(f"E4: KL against {axis} (mean ± 1 s.d. over seeds; estimator: {estimator})", fontsize=10)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -115,7 +116,7 @@ def _density_figure(dens: dict[str, Any], sigma2: dict[str, float], path: Path) 
                 ax.set_title(f"{tokens} tokens: n = {r['n']}, H = {r['H']}", fontsize=9)
                 ax.legend(fontsize=7)
     fig.suptitle("E4: densities of y[1,1] (exact mixtures, seed 0)", fontsize=10)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path
 
 

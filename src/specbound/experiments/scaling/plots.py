@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
+from specbound.writing import save_figure
 
 KIND_COLOURS = {"QK": "tab:blue", "OV": "tab:orange", "M_in": "tab:green", "M_out": "tab:red"}
 PRETTY = {"spectrum_adaptive": "B_SA (spectrum-adaptive)", "edelman": "B_E (Edelman et al.)"}
@@ -64,7 +65,7 @@ def plot_proxy_scaling(models: pd.DataFrame, families: list[str], out: Path) -> 
                      "one checkpoint per point: the exponent intervals of exponents.csv are OLS intervals that "
                      "measure lack of fit, not sampling error", fontsize=9)
         path = Path(out) / fname
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         written.append(path)
     return written
 
@@ -92,7 +93,7 @@ def plot_term_curves(
     ax.set_title(f"Per-matrix summand over P_m, {len(curves)} matrices: {title}", fontsize=9)
     _tidy_log_axes(ax)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 
@@ -119,7 +120,7 @@ def plot_sv_decay(spectra: dict[tuple[str, int], np.ndarray], path: Path, title:
         _tidy_log_axes(ax)
         ax.legend(fontsize=7)
     fig.suptitle(f"Singular-value decay: {title}", fontsize=9)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return Path(path)
 
 
@@ -151,5 +152,5 @@ def plot_norms(norms: pd.DataFrame, path: Path) -> Path:
                 ax.set_xlabel("N")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Norms of the proxy matrices against N (mean over the matrices of each kind)", fontsize=10)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return Path(path)

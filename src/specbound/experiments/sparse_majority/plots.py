@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from specbound.writing import save_figure
 
 
 def make_plots(runs: Any, out: str | Path) -> list[Path]:
@@ -70,6 +71,6 @@ def make_plots(runs: Any, out: str | Path) -> list[Path]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"plot_{col}.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         files.append(path)
     return files

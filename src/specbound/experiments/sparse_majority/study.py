@@ -18,6 +18,7 @@ from specbound.experiments.common import (
     load_keyed,
     save_keyed,
     versions,
+    write_csv_atomic,
     write_json_atomic,
 )
 from specbound.experiments.sparse_majority.config import (
@@ -123,8 +124,8 @@ def run_study(cfg: SparseMajorityConfig, out: str | Path, progress: ProgressCall
 
     runs = pd.DataFrame([rows[sp] for sp in specs])
     trends = compute_trends(runs)
-    runs.to_csv(out / "runs.csv", index=False)
-    trends.to_csv(out / "trends.csv", index=False)
+    write_csv_atomic(out / "runs.csv", runs)
+    write_csv_atomic(out / "trends.csv", trends)
     files = [str(out / "runs.csv"), str(out / "trends.csv")]
     if plots:
         from specbound.experiments.sparse_majority.plots import make_plots
