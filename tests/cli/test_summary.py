@@ -60,3 +60,28 @@ def test_run_notes_say_approximate_and_cache() -> None:
     assert any(n.startswith("approximate") for n in notes)
     assert any("20 of 24 blocks from the cache" in n for n in notes)
     assert run_notes(type("E", (), {"options": {}})()) == []  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_experiment_tables_are_not_cut_when_piped(terminal: bool) -> None:
+    """The experiments' result tables (E1 slopes, E2 exponents, E3 ranking, E4 KL): piped, every
+    cell is printed whole (no …) so the values can be read and grepped; on a terminal they fit."""
+    from rich.table import Table
+
+    from specbound.cli.console import print_table
+
+    buf = io.StringIO()
+    c = Console(file=buf, width=80, force_terminal=terminal, color_system=None, soft_wrap=True)
+    t = Table(title="ranking")
+    for i in range(10):
+        t.add_column(f"granulated_tau_{i}")
+    values = [f"{(i - 5) / 7:+.6f}" for i in range(10)]
+    t.add_row(*values)
+    print_table(c, t)
+    text = buf.getvalue()
+    if terminal:
+        assert max(len(ln) for ln in text.splitlines()) <= 80
+    else:
+        assert "…" not in text
+        row = next(ln for ln in text.splitlines() if values[0] in ln)
+        assert [v for v in values if v in row] == values

@@ -25,7 +25,7 @@ from rich.progress import (
 )
 
 __all__ = ["BAD_INPUT", "INTERRUPTED", "NOTHING_WRITTEN", "RUNS_KEPT", "USAGE", "ProgressUpdate", "err", "error_line", "fail", "interruptible", "out",
-           "progress_bar"]
+           "print_table", "progress_bar"]
 
 #: Exit code of an input the library refused (``SpecboundError``, a file that cannot be written).
 BAD_INPUT = 1
@@ -38,6 +38,23 @@ INTERRUPTED = 130
 #: output keeps every path and message on one line, as grep expects); tables still fit the width.
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+
+
+def print_table(con: Console, table: Any) -> None:
+    """Print a results table; piped (not a terminal), at its full natural width so no cell is
+    cut to ``…`` (a person reads it, grep finds the values); on a terminal, fitted to its width."""
+    if con.is_terminal:
+        con.print(table)
+        return
+    from rich.measure import Measurement
+
+    wide = con.options.update(width=10_000, max_width=10_000)
+    need = Measurement.get(con, wide, table).maximum
+    if need <= con.width:
+        con.print(table)
+        return
+    # Console.print caps ``width`` at the console's own: render with a wider twin on the same file.
+    Console(file=con.file, width=need, force_terminal=False, color_system=None, soft_wrap=True).print(table)
 
 
 def error_line(message: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.markup import escape
 
-from specbound.cli.console import BAD_INPUT, USAGE, err, fail, progress_bar
+from specbound.cli.console import BAD_INPUT, USAGE, err, fail, print_table, progress_bar
 from specbound.cli.console import out as con
 from specbound.cli.options import check_outputs, check_positive, ray_target
 from specbound.errors import SpecboundError
@@ -70,7 +70,12 @@ def correlation(
     if target is not None and jobs is not None:
         fail("--jobs and --ray exclude each other: Ray decides where the tasks run.", USAGE)
     check_outputs(folders=[(out, "--out", ("models.csv", "scores.csv", "config.json"))])
-    from specbound.experiments.correlation import default_config, load_grid, quick_config, run_sweep
+    from specbound.experiments.correlation import (
+        default_config,
+        load_grid,
+        quick_config,
+        run_sweep,
+    )
 
     try:
         if grid is not None:
@@ -136,7 +141,7 @@ def _print_ranking(con: Any, scores: Any, top: int, models: Any = None) -> None:
                   plain(r["robust_sign_error_max"]), plain(r["robust_sign_error_p90"]),
                   plain(r["robust_sign_error_mean"]), str(r["n_environments"]),
                   plain(r["sign_error_unweighted"]), str(r["n_models"]))
-    con.print(t)
+    print_table(con, t)
     from specbound.report.experiments import adaptivity_line
 
     line = adaptivity_line(models)

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from specbound.cli.console import BAD_INPUT, USAGE, err, event_progress, fail, out, progress_bar
+from specbound.cli.console import (
+    BAD_INPUT,
+    USAGE,
+    err,
+    event_progress,
+    fail,
+    out,
+    print_table,
+    progress_bar,
+)
 from specbound.cli.options import check_outputs, check_positive
 from specbound.errors import SpecboundError
 
@@ -125,7 +134,7 @@ def _report(res: Any, out_dir: Path) -> None:
         t.add_row(short.get(r.experiment, str(r.experiment)), str(r.n), str(r.H), _fmt(r.kl_to_limit_mean),
                   _fmt(r.kl_to_limit_sd), _fmt(r.kl_limit_to_gaussian_mean), _fmt(r.kl_to_gaussian_mean),
                   _fmt(r.floor_mean))
-    out.print(t)
+    print_table(out, t)
     for exp, h in res.headline.items():
         sl = h["slope_kl_to_limit"]
         if h["axis"] == "n":

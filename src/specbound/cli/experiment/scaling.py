@@ -14,6 +14,7 @@ from specbound.cli.console import (
     err,
     event_progress,
     fail,
+    print_table,
     progress_bar,
 )
 from specbound.cli.console import out as con
@@ -130,7 +131,7 @@ def _print_exponents(con: Any, exponents: Any, models: Any = None) -> None:
         has_ci = r.ci_low is not None and r.ci_low == r.ci_low
         ci = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if has_ci else f"n/a ({r.n_points} points)"
         t.add_row(str(r.family), str(r.x), at, str(r.n_points), f"{r.slope:.3f}", ci)
-    con.print(t)
+    print_table(con, t)
     if models is not None and "frac_p_star_zero" in getattr(models, "columns", ()):
         from specbound.report.experiments import adaptivity_line
 

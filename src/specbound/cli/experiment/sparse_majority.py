@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from rich.table import Table
 
-from specbound.cli.console import BAD_INPUT, USAGE, err, event_progress, fail, out, progress_bar
+from specbound.cli.console import (
+    BAD_INPUT,
+    USAGE,
+    err,
+    event_progress,
+    fail,
+    out,
+    print_table,
+    progress_bar,
+)
 from specbound.cli.options import check_outputs, check_positive
 from specbound.errors import SpecboundError
 
@@ -159,5 +168,5 @@ def _summary(result: dict[str, Any], out_dir: Path, plots: bool) -> None:
                   f"[{num(a['ci_low'], '+.3g')}, {num(a['ci_high'], '+.3g')}]",
                   num(f["slope_per_doubling"], "+.4g"),
                   f"[{num(f['ci_low'], '+.3g')}, {num(f['ci_high'], '+.3g')}]", str(int(f["n"])))
-    out.print(t)
+    print_table(out, t)
     out.print(f"Wrote {out_dir}/runs.csv, trends.csv, config.json{' and plots' if plots else ''}", highlight=False)
