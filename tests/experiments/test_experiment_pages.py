@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_sparse_majority_command_writes_its_page(tmp_path: Path) -> None:
     out = tmp_path / "e1"
-    r = CliRunner().invoke(app, ["experiment", "sparse-majority", "--lengths", "10,12", "--seeds", "2",
+    r = CliRunner().invoke(app, ["experiment", "sparse-majority", "--protocol", "literal", "--lengths", "10,12", "--seeds", "2",
                                  "--n-train", "8", "--n-val", "32", "--n-test", "64", "--max-epochs", "5",
                                  "--out", str(out)])
     assert r.exit_code == 0, r.output
