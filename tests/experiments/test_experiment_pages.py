@@ -41,6 +41,18 @@ def test_sparse_majority_command_writes_its_page(tmp_path: Path) -> None:
     assert meta["deviations"][0] in text  # the protocol's deviations, as config.json lists them
     assert {"slope (all)", "95% CI (fitted)", "reached train acc"} <= set(p.headers)
 
+    # What run_study returns: the plain dict of tables, with a short repr and a notebook display.
+    from specbound.experiments.sparse_majority import SparseMajorityResult
+
+    res = SparseMajorityResult(runs=runs, trends=pd.read_csv(out / "trends.csv"), config=meta,
+                               files=[str(out / f) for f in meta["files"]])
+    assert isinstance(res, dict) and set(res) == {"runs", "trends", "config", "files"}
+    text_repr = repr(res)
+    assert text_repr.startswith("<specbound SparseMajorityResult") and len(text_repr.splitlines()) <= 8
+    snippet = res._repr_html_()
+    assert "<img" not in snippet and "<script" not in snippet and "<table" in snippet
+    assert "l1_sum_all_variables" in snippet
+
 
 def test_infinite_width_page_and_notebook_display(tmp_path: Path) -> None:
     from specbound.experiments.infinite_width import InfiniteWidthConfig, run_study

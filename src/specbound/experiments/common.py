@@ -171,3 +171,22 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class ExperimentResult(dict):  # type: ignore[type-arg]
+    """What an experiment returns as a dict of tables (E1's ``runs``/``trends``/``config``/
+    ``files``, E3's ``models``/``scores``/...): used as the plain dict it is, with a short
+    ``repr`` and a notebook display of its main tables (``OUT/report.html`` has it all).
+    Subclasses name their experiment command in ``command``."""
+
+    command = ""
+
+    def __repr__(self) -> str:
+        from specbound.report.experiments import short_repr
+
+        return short_repr(self.command, self)
+
+    def _repr_html_(self) -> str:
+        from specbound.report.experiments import experiment_snippet
+
+        return experiment_snippet(self.command, self)

@@ -9,6 +9,7 @@ from typing import Any
 
 from specbound.errors import InputError
 from specbound.experiments.common import (
+    ExperimentResult,
     ProgressCallback,
     ProgressEvent,
     load_keyed,
@@ -17,8 +18,16 @@ from specbound.experiments.common import (
     write_json_atomic,
     write_text_atomic,
 )
-from specbound.experiments.correlation.config import ModelSpec, SweepConfig, expand_grid, model_key
-from specbound.experiments.correlation.measure import sample_size_adjustment, train_and_measure
+from specbound.experiments.correlation.config import (
+    ModelSpec,
+    SweepConfig,
+    expand_grid,
+    model_key,
+)
+from specbound.experiments.correlation.measure import (
+    sample_size_adjustment,
+    train_and_measure,
+)
 from specbound.experiments.correlation.scores import MIN_ESS, score_table
 
 
@@ -38,21 +47,12 @@ def _save_cached(out: Path, cfg: SweepConfig, spec: ModelSpec, state: dict[str, 
 #: The gaps every measure is scored against (``target`` column of ``scores.csv``).
 
 
-class SweepResult(dict):  # type: ignore[type-arg]
+class SweepResult(ExperimentResult):
     """What :func:`run_sweep` returns: the dict ``{"models", "scores", "config", "files",
-    "failed"}`` (used as a dict), with a short ``repr`` and a notebook display."""
+    "failed"}`` (used as a dict), with a short ``repr`` (the sweep, the three best-ranked
+    measures, failures, wall time) and a notebook display (the ranking table)."""
 
-    def __repr__(self) -> str:
-        """Short: the sweep, the three best-ranked measures, failures, wall time."""
-        from specbound.report.experiments import short_repr
-
-        return short_repr("correlation", self)
-
-    def _repr_html_(self) -> str:
-        """The notebook display: the ranking table (``OUT/report.html`` has it all)."""
-        from specbound.report.experiments import experiment_snippet
-
-        return experiment_snippet("correlation", self)
+    command = "correlation"
 
 
 def run_sweep(cfg: SweepConfig, out: str | Path, *, jobs: int = 1, ray_address: str | None = None,

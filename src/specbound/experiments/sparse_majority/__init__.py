@@ -109,6 +109,7 @@ from specbound.experiments.sparse_majority.plots import (
     make_plots,
 )
 from specbound.experiments.sparse_majority.study import (
+    SparseMajorityResult,
     compute_trends,
     run_study,
 )
@@ -150,6 +151,7 @@ __all__ = [
     "quick_config",
     "run_data",
     "run_init",
+    "SparseMajorityResult",
     "run_study",
     "sinusoidal_encoding",
     "to_transformer_weights",

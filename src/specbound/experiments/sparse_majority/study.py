@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from specbound.experiments.common import (
+    ExperimentResult,
     ProgressCallback,
     ProgressEvent,
     load_keyed,
@@ -35,7 +36,13 @@ from specbound.experiments.sparse_majority.norms import (
     to_transformer_weights,
     weight_norms,
 )
-from specbound.experiments.sparse_majority.train import RunResult, RunSpec, evaluate, run_data, train_runs
+from specbound.experiments.sparse_majority.train import (
+    RunResult,
+    RunSpec,
+    evaluate,
+    run_data,
+    train_runs,
+)
 from specbound.experiments.stats import fit_slope
 
 
@@ -167,7 +174,14 @@ def run_study(cfg: SparseMajorityConfig, out: str | Path, progress: ProgressCall
     files.append(str(out / "config.json"))
     emit(ProgressEvent(kind="end", done=n_done, total=total,
                        message=f"{total} runs ({n_cached} reused) in {wall:.1f} s"))
-    return {"runs": runs, "trends": trends, "config": meta, "files": files}
+    return SparseMajorityResult(runs=runs, trends=trends, config=meta, files=files)
+
+
+class SparseMajorityResult(ExperimentResult):
+    """What :func:`run_study` returns: the dict ``{"runs", "trends", "config", "files"}`` (used
+    as a dict), with a short ``repr`` and a notebook display (runs by T, the slopes)."""
+
+    command = "sparse-majority"
 
 
 def protocol_record(cfg: SparseMajorityConfig) -> dict[str, Any]:
