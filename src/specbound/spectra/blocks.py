@@ -394,7 +394,9 @@ class ValuePath:
             s1, method = float(torch.linalg.svdvals(P)[0]), "dense"
         else:
             s1, method = top_singular_value(P), "factored"
-        fro, n21 = float(torch.linalg.vector_norm(P)), float(torch.linalg.vector_norm(P, dim=0).sum())
+        # ‖P‖_F from the sum of squares of the (scaled, so finite) P, as the norm: its square may
+        # exceed the float range when the norm does not (scaled back below)
+        fro, n21 = math.sqrt(float((P * P).sum())), float(torch.linalg.vector_norm(P, dim=0).sum())
         what = f"{self.ov.label} (all heads)" if self.ov.label else "VO"
         s1, fro, n21 = (rescaled_float(x, e, policy.torch_dtype, what) for x in (s1, fro, n21))
         return BlockResult([LinkNorms(N, B.shape[0], s1, fro, n21, method)], {})  # type: ignore[list-item]
