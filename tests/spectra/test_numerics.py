@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from builders import make_model, transform
 
 import specbound
 from specbound.errors import InputError
@@ -19,8 +20,6 @@ from specbound.spectra import blocks as blocks_mod
 from specbound.spectra.blocks import Dense, FactoredProduct, blocks_of
 from specbound.spectra.compute import SpectraPolicy, compute_spectra
 from specbound.weights.canonical import LayerWeights, ModelInfo, TransformerWeights
-
-from builders import make_model, transform
 
 LN_C = math.log(1e300)
 

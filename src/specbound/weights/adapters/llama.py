@@ -18,8 +18,6 @@ Notes: ``gated_mlp``, ``rotary``, ``pre_norm``, ``rms_norm`` and, when H_kv < H,
 
 from __future__ import annotations
 
-import torch
-
 from specbound.weights.adapters.base import Adapter, cfg_int
 from specbound.weights.canonical import LayerWeights, ModelInfo, Note
 
