@@ -20,7 +20,7 @@ in 1 GB shards, generated a shard at a time) and ``--compare-float32`` adds a ``
 run with the largest relative difference of every bound and per-matrix measure against float64.
 
 Usage: ``python bench/bench_scale.py [--shape 1b|7b] [--layers L] [--dense-layers 2] [--keep DIR]
-[--compare-float32] [--skip-dense] [--skip-cache] [--approx-sizes '']``. Prints one JSON object.
+[--compare-float32] [--skip-dense] [--skip-cache] [--skip-floor] [--approx-sizes '']``. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -258,6 +258,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="build (or reuse) the checkpoint here and keep it")
     ap.add_argument("--skip-dense", action="store_true")
     ap.add_argument("--skip-cache", action="store_true", help="skip the cold/warm --cache runs")
+    ap.add_argument("--skip-floor", action="store_true", help="skip the kernel-floor measurement")
     ap.add_argument("--approx-sizes", default="2048,4096", help="N of the N x 4N --approx comparison ('' to skip)")
     ap.add_argument("--worker", nargs=4, metavar=("KIND", "CKPT", "LAYERS", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--build-worker", metavar="CKPT", help=argparse.SUPPRESS)
@@ -297,8 +298,10 @@ def main() -> None:
         rep = json.loads((tmp / "rep" / "report.json").read_text())
         L = rep["model"]["L"]
         me = [sys.executable, __file__, "--worker"]
-        timed(me + ["floor", str(ckpt), str(args.dense_layers), str(tmp / "floor.json")])
-        floor = json.loads((tmp / "floor.json").read_text())["s_per_layer"] * L
+        floor = float("nan")
+        if not args.skip_floor:
+            timed(me + ["floor", str(ckpt), str(args.dense_layers), str(tmp / "floor.json")])
+            floor = json.loads((tmp / "floor.json").read_text())["s_per_layer"] * L
         m = rep["model"]
         row = {
             "shape": f"LLaMA L={L} N={m['N']} H={m['H']} H_kv={m['H_kv']} d_ff={m['d_ff']} bf16, {len(shards)} shards, "
@@ -313,8 +316,8 @@ def main() -> None:
                 "cache_cold_s": round(t_cold, 2), "cache_cold_peak_rss_MB": round(rss_cold),
                 "cache_warm_s": round(t_warm, 2), "cache_warm_peak_rss_MB": round(rss_warm)}),
             "methods": _methods(rep),
-            "floor_kernels_s_extrapolated": round(floor, 2),
-            "analysis_over_floor": round(rep["elapsed_s"] / floor, 2),
+            **({} if args.skip_floor else {"floor_kernels_s_extrapolated": round(floor, 2),
+                                           "analysis_over_floor": round(rep["elapsed_s"] / floor, 2)}),
         }
         if not args.skip_dense:
             t_d, rss_d = timed(me + ["dense", str(ckpt), str(args.dense_layers), str(tmp / "dense.json")])
