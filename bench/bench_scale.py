@@ -20,7 +20,7 @@ in 1 GB shards, generated a shard at a time) and ``--compare-float32`` adds a ``
 run with the largest relative difference of every bound and per-matrix measure against float64.
 
 Usage: ``python bench/bench_scale.py [--shape 1b|7b] [--layers L] [--dense-layers 2] [--keep DIR]
-[--compare-float32]``. Prints one JSON object.
+[--compare-float32] [--skip-dense] [--skip-cache] [--skip-floor] [--approx-sizes '']``. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -240,6 +240,15 @@ def _float32_differences(rep: dict, rep32: dict) -> dict:
     return out
 
 
+def _methods(rep: dict) -> dict:
+    """How many matrices of each kind took each route (``method`` column): ``{"M_in: gram": 4, …}``."""
+    out: dict = {}
+    for m in rep["matrices"]:
+        k = f"{m['kind']}: {m['method']}"
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="1b")
@@ -248,6 +257,8 @@ def main() -> None:
     ap.add_argument("--dense-layers", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None, help="build (or reuse) the checkpoint here and keep it")
     ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--skip-cache", action="store_true", help="skip the cold/warm --cache runs")
+    ap.add_argument("--skip-floor", action="store_true", help="skip the kernel-floor measurement")
     ap.add_argument("--approx-sizes", default="2048,4096", help="N of the N x 4N --approx comparison ('' to skip)")
     ap.add_argument("--worker", nargs=4, metavar=("KIND", "CKPT", "LAYERS", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--build-worker", metavar="CKPT", help=argparse.SUPPRESS)
@@ -280,13 +291,17 @@ def main() -> None:
         exe = str(Path(sys.executable).with_name("specbound"))
         base = [exe, "analyze", str(ckpt), "--no-plots"]
         t_an, rss_an = timed(base + ["--out", str(tmp / "rep")])
-        t_cold, rss_cold = timed(base + ["--out", str(tmp / "rep-c"), "--cache", str(tmp / "cache")])
-        t_warm, rss_warm = timed(base + ["--out", str(tmp / "rep-w"), "--cache", str(tmp / "cache")])
+        t_cold = rss_cold = t_warm = rss_warm = float("nan")
+        if not args.skip_cache:
+            t_cold, rss_cold = timed(base + ["--out", str(tmp / "rep-c"), "--cache", str(tmp / "cache")])
+            t_warm, rss_warm = timed(base + ["--out", str(tmp / "rep-w"), "--cache", str(tmp / "cache")])
         rep = json.loads((tmp / "rep" / "report.json").read_text())
         L = rep["model"]["L"]
         me = [sys.executable, __file__, "--worker"]
-        timed(me + ["floor", str(ckpt), str(args.dense_layers), str(tmp / "floor.json")])
-        floor = json.loads((tmp / "floor.json").read_text())["s_per_layer"] * L
+        floor = float("nan")
+        if not args.skip_floor:
+            timed(me + ["floor", str(ckpt), str(args.dense_layers), str(tmp / "floor.json")])
+            floor = json.loads((tmp / "floor.json").read_text())["s_per_layer"] * L
         m = rep["model"]
         row = {
             "shape": f"LLaMA L={L} N={m['N']} H={m['H']} H_kv={m['H_kv']} d_ff={m['d_ff']} bf16, {len(shards)} shards, "
@@ -297,12 +312,12 @@ def main() -> None:
             "specbound_analyze_s": round(t_an, 2),
             "specbound_peak_rss_MB": round(rss_an),
             "analysis_only_s": round(rep["elapsed_s"], 2),
-            "cache_cold_s": round(t_cold, 2),
-            "cache_cold_peak_rss_MB": round(rss_cold),
-            "cache_warm_s": round(t_warm, 2),
-            "cache_warm_peak_rss_MB": round(rss_warm),
-            "floor_kernels_s_extrapolated": round(floor, 2),
-            "analysis_over_floor": round(rep["elapsed_s"] / floor, 2),
+            **({} if args.skip_cache else {
+                "cache_cold_s": round(t_cold, 2), "cache_cold_peak_rss_MB": round(rss_cold),
+                "cache_warm_s": round(t_warm, 2), "cache_warm_peak_rss_MB": round(rss_warm)}),
+            "methods": _methods(rep),
+            **({} if args.skip_floor else {"floor_kernels_s_extrapolated": round(floor, 2),
+                                           "analysis_over_floor": round(rep["elapsed_s"] / floor, 2)}),
         }
         if not args.skip_dense:
             t_d, rss_d = timed(me + ["dense", str(ckpt), str(args.dense_layers), str(tmp / "dense.json")])
@@ -318,7 +333,9 @@ def main() -> None:
             t32, rss32 = timed(base + ["--out", str(tmp / "rep32"), "--dtype", "float32"])
             rep32 = json.loads((tmp / "rep32" / "report.json").read_text())
             row.update({"float32_analyze_s": round(t32, 2), "float32_peak_rss_MB": round(rss32),
-                        "float32_speedup": round(t_an / t32, 2), **_float32_differences(rep, rep32)})
+                        "float32_analysis_only_s": round(rep32["elapsed_s"], 2),
+                        "float32_speedup": round(t_an / t32, 2), "float32_methods": _methods(rep32),
+                        **_float32_differences(rep, rep32)})
         if args.approx_sizes:
             timed(me + ["approx", args.approx_sizes, "0", str(tmp / "approx.json")])
             row["approx_vs_exact_ff"] = json.loads((tmp / "approx.json").read_text())

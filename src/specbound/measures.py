@@ -22,7 +22,36 @@ if TYPE_CHECKING:
 
     from specbound.spectra.spectrum import ModelSpectra
 
+#: The relative threshold of the numerical rank in float64 (``bounds.md`` §3).
 RANK_RTOL = 1e-10
+#: Machine epsilon of float64, the precision ``bounds.md`` §3's threshold is stated for.
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def rank_rtol(eps: float = EPS64) -> float:
+    """The relative threshold of :func:`numerical_rank` for a working precision of machine epsilon
+    ``eps``: ``max(1e-10, ε)``. In float64 (ε = 2.2e-16) it is ``bounds.md`` §3's 1e-10 exactly;
+    in float32 (ε = 1.2e-7) a singular value must exceed ``ε · r · max(σ_1, 1)``, the rounding
+    noise of a float32 spectrum (about ``ε·σ_1`` for each "zero" value), where 1e-10 would count
+    the noise as rank."""
+    return max(RANK_RTOL, float(eps))
+
+
+def rank_threshold(s1: float, r: int, eps: float = EPS64, gram_n: int = 0) -> float:
+    """The value a singular value must exceed to count in the numerical rank.
+
+    ``rank_rtol(eps) · r · max(σ_1, 1)`` (``bounds.md`` §3 with the working precision's ε); for
+    values from the Gram route (``gram_n`` = the Gram matrix's order n), also the Gram route's
+    resolution: its eigenvalues carry an absolute error of about ``n·ε₆₄·λ_max`` (the Gram matrix
+    is accumulated in float64 for every working dtype), so a "zero" singular value comes out as
+    up to ``√(n·ε₆₄)·σ_1``; the threshold is then at least ``4·√(n·ε₆₄)·σ_1``. The accuracy guard
+    of the ``auto`` route accepts the Gram route only when every value is far above this, so the
+    term matters only for ``ff_method="gram"`` on rank-deficient matrices.
+    """
+    t = rank_rtol(eps) * r * max(s1, 1.0)
+    if gram_n:
+        t = max(t, 4.0 * math.sqrt(gram_n * EPS64) * s1)
+    return t
 
 
 def spectral_norm(s: np.ndarray) -> float:
@@ -31,8 +60,14 @@ def spectral_norm(s: np.ndarray) -> float:
 
 
 def frobenius(s: np.ndarray) -> float:
-    """``(Σ σ_i²)^{1/2}``."""
-    return float(np.sqrt(np.sum(s * s)))
+    """``(Σ σ_i²)^{1/2}``, scaled by σ_1 (``σ_1 · (Σ (σ_i/σ_1)²)^{1/2}``) so that it is finite
+    whenever the true value is (the squares of σ_i ≈ 1e300 overflow; their sum need not)."""
+    if s.size == 0:
+        return 0.0
+    top = float(np.max(s))
+    if top == 0.0 or not math.isfinite(top):
+        return top
+    return top * float(np.sqrt(np.sum((s / top) ** 2)))
 
 
 def nuclear(s: np.ndarray) -> float:
@@ -40,11 +75,24 @@ def nuclear(s: np.ndarray) -> float:
     return float(np.sum(s))
 
 
-def numerical_rank(s: np.ndarray, r: int) -> int:
-    """``S_0(A) = #{σ_i > 1e-10 · r · max(σ_1, 1)}`` with ``r = min(rows, cols)``."""
+def numerical_rank(s: np.ndarray, r: int, eps: float = EPS64, gram_n: int = 0) -> int:
+    """``S_0(A) = #{σ_i > rank_rtol(ε) · r · max(σ_1, 1)}`` with ``r = min(rows, cols)`` and ``ε``
+    the working precision's machine epsilon (float64: ``bounds.md`` §3's 1e-10 exactly;
+    :func:`rank_threshold`, which also takes the Gram route's resolution for ``gram_n > 0``)."""
     if s.size == 0:
         return 0
-    return int(np.count_nonzero(s > RANK_RTOL * r * max(float(s[0]), 1.0)))
+    return int(np.count_nonzero(s > rank_threshold(float(s[0]), r, eps, gram_n)))
+
+
+def spectrum_rank(ms) -> int:  # type: ignore[no-untyped-def]
+    """:func:`numerical_rank` of a :class:`~specbound.spectra.spectrum.MatrixSpectrum`: ``ε`` of the
+    dtype its values were computed in (the working dtype), and the Gram route's resolution when
+    its ``method`` is ``gram``."""
+    import torch
+
+    s = ms.values.double().cpu().numpy()
+    eps = float(torch.finfo(ms.values.dtype).eps) if ms.values.dtype.is_floating_point else EPS64
+    return numerical_rank(s, ms.r, eps, ms.r if str(ms.method) == "gram" else 0)
 
 
 def log_schatten(s: np.ndarray, p: float) -> float:
@@ -129,12 +177,27 @@ def ln_alpha(spectra: "ModelSpectra", l_phi: float) -> np.ndarray:
         math.log(l_phi)
         + safe_log(c2["M_in"])
         + safe_log(c2["M_out"])
-        + safe_log(np.sum(c2["OV"] * (1.0 + 4.0 * c2["QK"]), axis=1))
+        + _ln_head_sum(c2["OV"], c2["QK"])
     )  # [L]: ln of the factor contributed by layer k
     L = per_layer.size
     out = np.zeros(L)
     for ell in range(L - 2, -1, -1):
         out[ell] = out[ell + 1] + per_layer[ell + 1]
+    return out
+
+
+def _ln_head_sum(ov: np.ndarray, qk: np.ndarray) -> np.ndarray:
+    """``ln Σ_h C_2(OV[h]) · (1 + 4 C_2(QK[h]))`` per layer (``[L, H]`` → ``[L]``): the product in
+    linear space when it is finite (bit for bit the direct formula), else in log space
+    (a log-sum-exp of ``ln C_2(OV) + ln(1 + 4 C_2(QK))``), so large norms never overflow."""
+    with np.errstate(over="ignore"):
+        direct = np.sum(ov * (1.0 + 4.0 * qk), axis=1)
+    out = safe_log(direct)
+    bad = ~np.isfinite(direct)
+    if bad.any():
+        ln_qk = safe_log(qk[bad])
+        ln_term = safe_log(ov[bad]) + np.logaddexp(0.0, math.log(4.0) + ln_qk)
+        out[bad] = [logsumexp(row) for row in ln_term]
     return out
 
 
@@ -224,7 +287,7 @@ class MatrixTable:
             wn = spectra.layers[layer].weight_norms
             row = {
                 "layer": layer, "head": head, "kind": kind, "rows": ms.rows, "cols": ms.cols, "r": ms.r,
-                "rank": numerical_rank(s, ms.r), "spectral_norm": spectral_norm(s), "frobenius": frobenius(s),
+                "rank": spectrum_rank(ms), "spectral_norm": spectral_norm(s), "frobenius": frobenius(s),
                 "nuclear": nuclear(s), "stable_rank": stable_rank(s), "effective_rank": effective_rank(s),
                 "norm_21": ms.norm_21,
                 "ln_spec": float(safe_log(s[0])) if s.size else -math.inf,
@@ -265,7 +328,7 @@ class MatrixTable:
 def _link_logs(link) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
     if link is None:
         return math.nan, math.nan, math.nan
-    return (float(safe_log(link.spectral_norm)), float(safe_log(link.frobenius2)), float(safe_log(link.norm_21)))
+    return (float(safe_log(link.spectral_norm)), 2.0 * float(safe_log(link.frobenius)), float(safe_log(link.norm_21)))
 
 
 def _links(spectra: "ModelSpectra", frame: "pd.DataFrame", l_phi: float, reference: "ModelSpectra | None"

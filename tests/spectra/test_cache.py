@@ -220,3 +220,116 @@ def test_value_path_entries_are_validated_too(model, tmp_path):
     run = compute_spectra(w, cache=cache)
     assert run.cache_stats["corrupt"] == 1 and run.cache_stats["misses"] == 1
     _same_spectra(run, ref)
+
+
+def _rewrite_meta(p: Path, **changes) -> None:
+    """Rewrite an entry's JSON metadata (the checksum covers the tensors only: still valid)."""
+    from safetensors import safe_open
+
+    t = load_file(str(p))
+    with safe_open(str(p), framework="pt") as f:
+        md = f.metadata()
+    meta = json.loads(md["meta"])
+    meta.update(changes)
+    md["meta"] = json.dumps(meta)
+    save_file(t, str(p), metadata=md)
+
+
+def test_metadata_must_fit_the_run(model, tmp_path):
+    """An entry whose metadata says float32 is never used by a float64 run, and a forged ``method``
+    string never reaches the spectra (or report.json): both are corrupt, recomputed."""
+    cache = tmp_path / "c"
+    w = open_weights(model)
+    ref = compute_spectra(w, cache=cache)
+    files = _entries(cache, spectra_only=True)
+    _rewrite_meta(files[0], dtype="float32")
+    _rewrite_meta(files[1], methods=["<b>forged</b>"] * len(json.loads(
+        __import__("safetensors").safe_open(str(files[1]), framework="pt").metadata()["meta"])["methods"]))
+    _rewrite_meta(files[2], policy={"dtype": "float32"})
+    run = compute_spectra(w, cache=cache)
+    assert run.cache_stats["corrupt"] == 3 and run.cache_stats["misses"] == 3
+    _same_spectra(run, ref)
+    assert all("forged" not in m.method for *_, m in run.matrices())
+
+
+def test_float32_and_float64_entries_never_mix(model, tmp_path):
+    cache = tmp_path / "c"
+    w = open_weights(model)
+    compute_spectra(w, SpectraPolicy(dtype="float32"), cache=cache)
+    run = compute_spectra(w, cache=cache)
+    assert run.cache_stats["hits"] == 0
+    assert all(m.values.dtype == torch.float64 for *_, m in run.matrices())
+
+
+def test_obstacles_and_write_errors_bypass_the_cache_with_a_warning(model, tmp_path, monkeypatch):
+    """A folder where an entry belongs, a file where its prefix folder belongs, ENOSPC and a
+    SafetensorError while storing: the run completes (same spectra), each skipped entry is one
+    warning line in the cache stats (report.json's options.cache.warnings), no traceback."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    import specbound.spectra.cache as cache_mod
+
+    cache = tmp_path / "c"
+    w = open_weights(model)
+    ref = compute_spectra(w)
+    cold = compute_spectra(w, cache=cache)
+    files = _entries(cache)
+    files[0].unlink()
+    files[0].mkdir()  # a folder in the way of the entry
+    prefix = files[1].parent
+    for p in prefix.iterdir():
+        p.unlink()
+    prefix.rmdir()
+    prefix.write_text("x")  # a file in the way of the prefix folder
+    run = compute_spectra(w, cache=cache)
+    _same_spectra(run, ref)
+    warnings = run.cache_stats["warnings"]
+    assert len(warnings) == run.cache_stats["misses"] >= 2
+    assert all("\n" not in x and "cache entry not stored" in x for x in warnings)
+    assert "warnings" not in cold.cache_stats
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    run = compute_spectra(w, cache=tmp_path / "c2")
+    _same_spectra(run, ref)
+    assert run.cache_stats["writes"] == 0 and len(run.cache_stats["warnings"]) == B * L
+    assert "No space left on device" in run.cache_stats["warnings"][0]
+
+    def bad(*a, **k):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28 })")
+
+    monkeypatch.setattr("safetensors.torch.save_file", bad)
+    run = compute_spectra(w, cache=tmp_path / "c3")
+    assert len(run.cache_stats["warnings"]) == B * L and "serializing" in run.cache_stats["warnings"][0]
+    assert not list((tmp_path / "c3").rglob(".tmp-*"))  # no temporary file left behind
+    assert cache_mod.CACHE_FORMAT == 2
+
+
+def test_stale_temporary_files_are_removed(model, tmp_path):
+    """``.tmp-<pid>-*`` of a dead process older than an hour is removed on opening; one of a live
+    process, or a recent one, is kept; a name without a pid goes by age alone."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead = proc.pid
+    d = tmp_path / "c" / f"v{CACHE_FORMAT}" / "ab"
+    d.mkdir(parents=True)
+    old = time.time() - 7200
+    paths = {name: d / name for name in (f".tmp-{dead}-aa", f".tmp-{os.getpid()}-bb", f".tmp-{dead}-cc", ".tmp-k3j2l1",
+                                         "entry.safetensors")}
+    for name, p in paths.items():
+        p.write_bytes(b"partial")
+        if not name.endswith("-cc"):
+            os.utime(p, (old, old))
+    c = SpectraCache(tmp_path / "c")
+    assert c.stats.removed_tmp == 2
+    assert not paths[f".tmp-{dead}-aa"].exists() and not paths[".tmp-k3j2l1"].exists()  # old mkstemp name
+    assert all(paths[n].exists() for n in (f".tmp-{os.getpid()}-bb", f".tmp-{dead}-cc", "entry.safetensors"))

@@ -106,7 +106,8 @@ def test_gram_lower_is_the_lower_triangle_of_the_full_product():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_gram_eigenvalues_cpu_route_on_every_layout(dtype):
     """The CPU (numpy syrk + eigvalsh) route gives the eigenvalues of the smaller Gram matrix for
-    wide, tall, transposed (F-ordered) and strided inputs, descending, in the input's dtype;
+    wide, tall, transposed (F-ordered) and strided inputs, descending, accumulated in float64
+    whatever the input's dtype (a float32 input to float64 accuracy: exact upcast);
     and agrees with the torch route (gram_lower + eigvalsh) the other devices take."""
     g = torch.Generator().manual_seed(11)
     base = torch.randn(70, 45, generator=g, dtype=torch.float64)
@@ -121,10 +122,11 @@ def test_gram_eigenvalues_cpu_route_on_every_layout(dtype):
     for name, M64 in cases.items():
         M = M64.to(dtype) if dtype != M64.dtype else M64
         lam = gram_eigenvalues(M)
-        assert lam.dtype == dtype and lam.shape == (min(M.shape),), name
+        assert lam.dtype == torch.float64 and lam.shape == (min(M.shape),), name
         assert bool((lam[:-1] >= lam[1:]).all()), name
         A = M64.detach() if M64.shape[0] <= M64.shape[1] else M64.detach().mT
+        A = A.to(dtype).double()  # the input as rounded to its dtype, then exactly in float64
         ref = torch.linalg.eigvalsh(A @ A.mT).flip(-1)
-        torch.testing.assert_close(lam.double(), ref, rtol=0, atol=tol * float(ref[0]), msg=name)
-        torch_route = torch.linalg.eigvalsh(gram_lower(M.detach()), UPLO="L").flip(-1)
+        torch.testing.assert_close(lam, ref, rtol=0, atol=1e-12 * float(ref[0]), msg=name)
+        torch_route = torch.linalg.eigvalsh(gram_lower(M.detach().double()), UPLO="L").flip(-1)
         torch.testing.assert_close(lam, torch_route, rtol=0, atol=tol * float(ref[0]), msg=name)

@@ -38,18 +38,19 @@ def p_grid(m: int) -> np.ndarray:
     return np.arange(2 * m + 1, dtype=np.float64) / m
 
 
-def ln_term_curve(s: np.ndarray, r: int, ln_c: float, N: int, grid: np.ndarray) -> np.ndarray:
+def ln_term_curve(s: np.ndarray, r: int, ln_c: float, N: int, grid: np.ndarray, rank: int | None = None) -> np.ndarray:
     """``ln T(A; p)`` for every p in ``grid`` (``-inf`` where T = 0).
 
     ``s``: singular values (descending; unlisted ones are zero), ``r`` = min(rows, cols),
-    ``ln_c`` = ln(γ*·α·L) (may be ``-inf``), ``N`` the hidden size.
+    ``ln_c`` = ln(γ*·α·L) (may be ``-inf``), ``N`` the hidden size; ``rank``: the numerical rank
+    when known (the table's, with the working precision's threshold), else float64's.
     """
     lnN = math.log(N)
     grid = np.asarray(grid, dtype=np.float64)
     out = np.empty(grid.size)
     zero = grid == 0
     if zero.any():
-        rank = numerical_rank(s, r)
+        rank = numerical_rank(s, r) if rank is None else rank
         out[zero] = 0.5 * (lnN + math.log(rank)) if rank > 0 else -math.inf
     p = grid[~zero]
     if p.size:
@@ -61,7 +62,7 @@ def ln_term_curve(s: np.ndarray, r: int, ln_c: float, N: int, grid: np.ndarray) 
     return out
 
 
-def ln_c_break(s: np.ndarray, r: int, N: int, grid: np.ndarray) -> float:
+def ln_c_break(s: np.ndarray, r: int, N: int, grid: np.ndarray, rank: int | None = None) -> float:
     """``ln c_break(A)``: the largest scale ``ln c`` at which some ``p > 0`` of the grid beats
     ``p = 0`` (``bounds.md`` §4, "When adaptivity is inactive"). ``T(A; p) < T(A; 0)`` exactly when
 
@@ -70,7 +71,7 @@ def ln_c_break(s: np.ndarray, r: int, N: int, grid: np.ndarray) -> float:
     so ``c_break`` is the maximum of the right-hand side over the grid's ``p > 0``, and p* > 0
     exactly when ``ln c < ln c_break``. ``nan`` for the zero matrix (rank 0: T(0) = 0, no break-even).
     """
-    rank = numerical_rank(s, r)
+    rank = numerical_rank(s, r) if rank is None else rank
     p = np.asarray(grid, dtype=np.float64)
     p = p[p > 0]
     if rank == 0 or p.size == 0:
@@ -97,12 +98,13 @@ def term_table(inp: BoundInput, params: BoundParams) -> pd.DataFrame:
     m, grid = grid_of(inp, params)
     t = inp.table.frame
     rows = []
-    for layer, head, kind, ln_gamma, ln_alpha in zip(t["layer"], t["head"], t["kind"], t["ln_gamma"], t["ln_alpha"]):
+    for layer, head, kind, ln_gamma, ln_alpha, rank in zip(t["layer"], t["head"], t["kind"], t["ln_gamma"],
+                                                           t["ln_alpha"], t["rank"]):
         ms = inp.spectra.matrix(layer, head, kind)
         ln_c = float(ln_gamma + ln_alpha + math.log(L))
-        curve = ln_term_curve(ms.values.double().numpy(), ms.r, ln_c, N, grid)
+        curve = ln_term_curve(ms.values.double().numpy(), ms.r, ln_c, N, grid, int(rank))
         k = int(np.argmin(curve))  # first minimiser; -inf (T = 0) wins
-        brk = ln_c_break(ms.values.double().numpy(), ms.r, N, grid)
+        brk = ln_c_break(ms.values.double().numpy(), ms.r, N, grid, int(rank))
         margin = ln_c - brk if math.isfinite(ln_c) and math.isfinite(brk) else math.nan
         rows.append({
             "layer": layer, "head": head, "kind": kind, "p_star": float(grid[k]),

@@ -108,6 +108,7 @@ def singular_value_figure(report: "Report") -> Figure:
 def term_curve_figure(report: "Report") -> Figure:
     """T(p)/T(0) over the Schatten grid P_m for every matrix, one panel per kind (log y), dots at p*."""
     from specbound.bounds.spectrum_adaptive import ln_term_curve, p_grid
+    from specbound.measures import spectrum_rank
 
     L, N = report.model.n_layers, report.model.d_model
     colors = _layer_colors(L)
@@ -125,7 +126,7 @@ def term_curve_figure(report: "Report") -> Figure:
             skipped[kind] += 1
             continue
         ln_c = (cols["log10_gamma"][i] + cols["log10_alpha"][i]) * LN10 + np.log(L)
-        curve = ln_term_curve(ms.values.double().numpy(), ms.r, ln_c, N, grid) / LN10
+        curve = ln_term_curve(ms.values.double().numpy(), ms.r, ln_c, N, grid, spectrum_rank(ms)) / LN10
         if not np.isfinite(curve).all():
             skipped[kind] += 1
             continue

@@ -115,13 +115,14 @@ class Report:
         """``(P_m, log10 T(A; p))`` over the grid for one matrix (``-inf`` never occurs for a
         nonzero matrix; a zero matrix's curve is all ``-inf`` and is refused)."""
         from specbound.bounds.spectrum_adaptive import ln_term_curve, p_grid
+        from specbound.measures import spectrum_rank
 
         self._check_key(layer, head, kind)
         row = self._row(layer, head, kind)
         ms = self.model_spectra.matrix(layer, head, kind)
         grid = p_grid(int(self.options["grid_m"]))
         ln_c = (row["log10_gamma"] + row["log10_alpha"]) * LN10 + math.log(self.model.n_layers)
-        curve = ln_term_curve(ms.values.double().numpy(), ms.r, ln_c, self.model.d_model, grid)
+        curve = ln_term_curve(ms.values.double().numpy(), ms.r, ln_c, self.model.d_model, grid, spectrum_rank(ms))
         if not np.isfinite(curve).all():
             raise InputError(f"layer {layer} head {head} {kind}: the matrix is zero; T(p) = 0 on the grid.")
         return grid, curve / LN10

@@ -25,6 +25,7 @@ reference's gets exact-zero factors (its distance is exactly 0, not rounding noi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
@@ -34,6 +35,7 @@ from specbound.errors import InputError
 from specbound.spectra.kernels import (
     BLOCK_BYTES,
     FULL_UPCAST_BYTES,
+    check_range,
     column_norms_21,
     dense_product,
     factored_product,
@@ -41,6 +43,9 @@ from specbound.spectra.kernels import (
     gram_accepted,
     gram_blocked,
     gram_blocked_l1,
+    rescaled,
+    rescaled_float,
+    scale_exponent,
     top_singular_value,
 )
 from specbound.spectra.spectrum import LinkNorms, MatrixSpectrum
@@ -104,11 +109,29 @@ class FactoredProduct:
     right_heads: torch.Tensor | None
     right_t: bool
     factor_names: tuple[str, str]
+    #: the stored tensors' names, for error messages (``layer 3: q_proj · k_proj``)
+    label: str = ""
 
     @property
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """The stored tensors the block comes from (its cache key is their content)."""
         return (self.left, self.right)
+
+    def _upcast(self, policy: "SpectraPolicy") -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The factors in the working dtype, scaled by powers of two (exact) when their entries are
+        so large or small that products or squares could overflow or underflow
+        (:func:`~specbound.spectra.kernels.scale_exponent`), and the exponents of their scales."""
+        dev, dt = policy.torch_device, policy.torch_dtype
+        what = self.label or f"the {self.kind} factors"
+        check_range(self.left, dt, what)
+        check_range(self.right, dt, what)
+        a, b = self.left.to(device=dev, dtype=dt), self.right.to(device=dev, dtype=dt)
+        ea, eb = scale_exponent(a), scale_exponent(b)
+        if ea:
+            a = a * 2.0 ** -ea if a is self.left else a.mul_(2.0 ** -ea)
+        if eb:
+            b = b * 2.0 ** -eb if b is self.right else b.mul_(2.0 ** -eb)
+        return a, b, ea, eb
 
     @property
     def n_heads(self) -> int:
@@ -133,16 +156,21 @@ class FactoredProduct:
 
     def compute(self, policy: "SpectraPolicy") -> BlockResult:
         """Spectra of every head (factored core, or the formed product with ``policy.dense``)."""
-        dev, dt = policy.torch_device, policy.torch_dtype
-        a, b = self.left.to(device=dev, dtype=dt), self.right.to(device=dev, dtype=dt)
+        dt = policy.torch_dtype
+        what = self.label or f"the {self.kind} matrices"
+        a, b, ea, eb = self._upcast(policy)
+        e = ea + eb
         A, B = self._factors(a, b)
         s, n21 = (dense_product if policy.dense else factored_product)(A, B)
-        s = s.cpu()
+        s = rescaled(s.cpu(), e, dt, what)
+        n21 = rescaled(n21.cpu(), e, torch.float64, what)
         method = "dense" if policy.dense else "factored"
         specs = [MatrixSpectrum(s[h], self.rows, self.cols, float(n21[h]), method) for h in range(s.shape[0])]
         del A, B
         la, lb = self.factor_names
-        return BlockResult(specs, {la: _heads_l1(a, self.left), lb: _heads_l1(b, self.right)})
+        l1a = [math.ldexp(x, ea) for x in _heads_l1(a, self.left)]
+        l1b = [math.ldexp(x, eb) for x in _heads_l1(b, self.right)]
+        return BlockResult(specs, {la: l1a, lb: l1b})
 
     def memory(self, policy: "SpectraPolicy") -> int:
         """Bytes :meth:`compute` holds at its peak (an estimate for the memory budget): the upcast
@@ -156,10 +184,10 @@ class FactoredProduct:
 
     def l1(self, policy: "SpectraPolicy") -> dict[str, list[float]]:
         """The factors' ``‖·‖_{1,1}`` per stored head alone (for a block read from a cache)."""
-        dev, dt = policy.torch_device, policy.torch_dtype
+        a, b, ea, eb = self._upcast(policy)
         la, lb = self.factor_names
-        return {la: _heads_l1(self.left.to(device=dev, dtype=dt), self.left),
-                lb: _heads_l1(self.right.to(device=dev, dtype=dt), self.right)}
+        return {la: [math.ldexp(x, ea) for x in _heads_l1(a, self.left)],
+                lb: [math.ldexp(x, eb) for x in _heads_l1(b, self.right)]}
 
     def expected_shape(self, dense: bool) -> tuple[int, int, int, int]:
         """``(matrices, rows, cols, listed values)`` of this block's spectra (cache validation)."""
@@ -184,51 +212,98 @@ class FactoredProduct:
         zero = _same_heads(c[0], c0[0])[lh] & _same_heads(c[1], c0[1])[rh]
         left[zero] = 0.0
         right[zero] = 0.0
-        return FactoredProduct(self.name, self.kind, left, right, None, None, self.right_t, self.factor_names)
+        return FactoredProduct(self.name, self.kind, left, right, None, None, self.right_t, self.factor_names,
+                               f"{self.label} - reference" if self.label else "")
 
 
 @dataclass(frozen=True)
 class Dense:
-    """A dense matrix ``M`` ``[rows, cols]`` as stored (a feed-forward matrix)."""
+    """A dense matrix ``M`` ``[rows, cols]`` as stored (a feed-forward matrix), or a tuple of its
+    column blocks ``(M_0, M_1, …)`` as stored, ``M = [M_0 | M_1 | …]`` (a gated ``M_in = [W_gate |
+    W_up]``): the Gram route accumulates ``M Mᵀ = Σ_k M_k M_kᵀ`` block by block and sums the
+    column norms and magnitudes per block, so the blocks are never concatenated in their stored
+    precision; the SVD route concatenates their upcast copies (in the working dtype)."""
 
     name: str
     kind: str
-    M: torch.Tensor
+    M: torch.Tensor | tuple[torch.Tensor, ...]
+    #: the stored tensors' names, for error messages
+    label: str = ""
+
+    @property
+    def parts(self) -> tuple[torch.Tensor, ...]:
+        return self.M if isinstance(self.M, tuple) else (self.M,)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.parts[0].shape[0], sum(p.shape[1] for p in self.parts)
 
     @property
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        return (self.M,)
+        return self.parts
+
+    def _what(self) -> str:
+        return self.label or self.kind
+
+    def _upcast(self, policy: "SpectraPolicy") -> torch.Tensor:
+        """The whole matrix in the working dtype (the blocks copied side by side into one upcast
+        matrix: no concatenation in the stored precision)."""
+        dev, dt = policy.torch_device, policy.torch_dtype
+        for p in self.parts:
+            check_range(p, dt, self._what())
+        if len(self.parts) == 1:
+            return self.M.to(device=dev, dtype=dt)  # type: ignore[union-attr]
+        out = torch.empty(self.shape, dtype=dt, device=dev)
+        j = 0
+        for p in self.parts:
+            out[:, j:j + p.shape[1]].copy_(p)
+            j += p.shape[1]
+        return out
 
     def compute(self, policy: "SpectraPolicy") -> BlockResult:
         """Gram route or SVD (``policy.ff_method``; the SVD with ``policy.dense``), or the
-        matrix-free estimate with ``policy.approx``."""
+        matrix-free estimate with ``policy.approx``. Weights so large or small that the Gram
+        matrix could overflow or underflow are scaled by a power of two first (exact) and the
+        values scaled back (:func:`~specbound.spectra.kernels.scale_exponent`)."""
         if self._blocked(policy):
             return self._compute_blocked(policy)
-        M = self.M.to(device=policy.torch_device, dtype=policy.torch_dtype)
+        dt = policy.torch_dtype
+        M = self._upcast(policy)
+        raw = self.M if len(self.parts) == 1 else None
+        e = scale_exponent(M)
+        if e:
+            M = M * 2.0 ** -e if M is raw else M.mul_(2.0 ** -e)
+        rows, cols = M.shape
         if policy.approx is not None and not policy.dense:
+            if e:
+                raise InputError(f"{self._what()}: entries up to 2^{e} are outside the range the approximate "
+                                 "mode (--approx) handles; analyse without --approx.")
             from specbound.spectra.approx import approx_spectrum
 
             spec = approx_spectrum(M, policy.approx)
+            _check_spectrum(spec, dt, self._what())
         else:
             s, how = ff_singular_values(M, "svd" if policy.dense else policy.ff_method)
-            spec = MatrixSpectrum(s.cpu(), M.shape[0], M.shape[1], column_norms_21(M), how)
-        return BlockResult([spec], {self.kind: [float(_last_abs(M, self.M).sum(dtype=torch.float64))]})
+            spec = MatrixSpectrum(rescaled(s.cpu(), e, dt, self._what()), rows, cols,
+                                  rescaled_float(column_norms_21(M), e, torch.float64, self._what()), how)
+        l1 = math.ldexp(float(_last_abs(M, raw).sum(dtype=torch.float64)), e)  # type: ignore[arg-type]
+        return BlockResult([spec], {self.kind: [l1]})
 
     def memory(self, policy: "SpectraPolicy") -> int:
-        """Bytes :meth:`compute` holds at its peak (an estimate for the memory budget): the Gram
-        matrix and one block when accumulated block by block, else the upcast matrix and its
+        """Bytes :meth:`compute` holds at its peak (an estimate for the memory budget): the float64
+        Gram matrix and one block when accumulated block by block, else the upcast matrix and its
         Gram matrix (or the SVD's workspace, about the matrix again)."""
         w = _itemsize(policy)
-        n = min(self.M.shape)
+        n = min(self.shape)
         if self._blocked(policy):
-            return n * n * w + BLOCK_BYTES
-        return 2 * self.M.numel() * w + n * n * w
+            return n * n * 8 + BLOCK_BYTES
+        return 2 * sum(p.numel() for p in self.parts) * w + n * n * 8
 
     def _blocked(self, policy: "SpectraPolicy") -> bool:
         """Whether the Gram matrix is accumulated block by block: the Gram route may be taken
         (not ``dense``, ``approx`` or ``ff_method="svd"``) and the upcast copy would exceed
         :data:`~specbound.spectra.kernels.FULL_UPCAST_BYTES`."""
-        size = self.M.numel() * torch.empty((), dtype=policy.torch_dtype).element_size()
+        size = sum(p.numel() for p in self.parts) * torch.empty((), dtype=policy.torch_dtype).element_size()
         return (size > FULL_UPCAST_BYTES and not policy.dense and policy.approx is None
                 and policy.ff_method != "svd")
 
@@ -237,35 +312,54 @@ class Dense:
         when the accuracy guard refuses it (``auto``), the SVD of the whole upcast matrix, said in
         the method column (``svd (full matrix)``)."""
         dev, dt = policy.torch_device, policy.torch_dtype
-        lam, n21, l1 = gram_blocked(self.M, dt, dev, BLOCK_BYTES)
-        rows, cols = self.M.shape
+        for p in self.parts:
+            check_range(p, dt, self._what())
+        e = scale_exponent(*self.parts)
+        lam, n21, l1 = gram_blocked(self.M, dt, dev, BLOCK_BYTES, exponent=e)
+        rows, cols = self.shape
+        n21 = rescaled_float(n21, e, torch.float64, self._what())
         if policy.ff_method == "gram" or gram_accepted(lam, dt):
-            spec = MatrixSpectrum(lam.clamp_min(0).sqrt().to(dt), rows, cols, n21, "gram")
+            s = rescaled(lam.clamp_min(0).sqrt(), e, dt, self._what())
+            spec = MatrixSpectrum(s, rows, cols, n21, "gram")
         else:
-            M = self.M.to(device=dev, dtype=dt)
+            M = self._upcast(policy)
+            if e:
+                M = M * 2.0 ** -e if M is self.M else M.mul_(2.0 ** -e)
             s, _ = ff_singular_values(M, "svd")
-            spec = MatrixSpectrum(s.cpu(), rows, cols, n21, "svd (full matrix)")
+            spec = MatrixSpectrum(rescaled(s.cpu(), e, dt, self._what()), rows, cols, n21, "svd (full matrix)")
             del M
         return BlockResult([spec], {self.kind: [l1]})
 
     def l1(self, policy: "SpectraPolicy") -> dict[str, list[float]]:
-        if self._blocked(policy):
+        if self._blocked(policy) or len(self.parts) > 1:
             return {self.kind: [gram_blocked_l1(self.M, policy.torch_dtype, policy.torch_device, BLOCK_BYTES)]}
-        M = self.M.to(device=policy.torch_device, dtype=policy.torch_dtype)
-        return {self.kind: [float(_last_abs(M, self.M).sum(dtype=torch.float64))]}
+        M = self._upcast(policy)
+        return {self.kind: [float(_last_abs(M, self.M).sum(dtype=torch.float64))]}  # type: ignore[arg-type]
 
     def expected_shape(self, dense: bool) -> tuple[int, int, int, None]:
         """Feed-forward spectra may list fewer than ``min(rows, cols)`` values: ``None``."""
-        return 1, self.M.shape[0], self.M.shape[1], None
+        return 1, self.shape[0], self.shape[1], None
 
     def __sub__(self, ref: "Dense") -> "Dense":
-        if self.M.shape != ref.M.shape:
+        if self.shape != ref.shape:
             raise InputError(
-                f"--init: {self.kind} has shape {tuple(self.M.shape)} in the model but "
-                f"{tuple(ref.M.shape)} in the reference; distances need the same architecture."
+                f"--init: {self.kind} has shape {tuple(self.shape)} in the model but "
+                f"{tuple(ref.shape)} in the reference; distances need the same architecture."
             )
-        dt = _difference_dtype(self.M, ref.M)
-        return Dense(self.name, self.kind, self.M.to(dt) - ref.M.to(dt))
+        label = f"{self.label} - reference" if self.label else ""
+        if len(self.parts) == len(ref.parts) and all(p.shape == q.shape for p, q in zip(self.parts, ref.parts)):
+            diffs = tuple(p.to(_difference_dtype(p, q)) - q.to(_difference_dtype(p, q))
+                          for p, q in zip(self.parts, ref.parts))
+            return Dense(self.name, self.kind, diffs if len(diffs) > 1 else diffs[0], label)
+        a, b = torch.cat(self.parts, dim=1), torch.cat(ref.parts, dim=1)  # blocks of other widths
+        dt = _difference_dtype(a, b)
+        return Dense(self.name, self.kind, a.to(dt) - b.to(dt), label)
+
+
+def _check_spectrum(spec: MatrixSpectrum, dtype: torch.dtype, what: str) -> None:
+    """An estimate whose values or ``‖·‖_{2,1}`` are not finite is an error naming the matrix."""
+    rescaled(spec.values.cpu(), 0, dtype, what)
+    rescaled_float(spec.norm_21, 0, torch.float64, what)
 
 
 @dataclass(frozen=True)
@@ -288,8 +382,10 @@ class ValuePath:
         return self.ov.tensors
 
     def compute(self, policy: "SpectraPolicy") -> BlockResult:
-        dev, dt = policy.torch_device, policy.torch_dtype
-        A, B = self.ov._factors(self.ov.left.to(device=dev, dtype=dt), self.ov.right.to(device=dev, dtype=dt))
+        a, b, ea, eb = self.ov._upcast(policy)
+        e = ea + eb
+        A, B = self.ov._factors(a, b)
+        del a, b
         H, N, d = A.shape
         A = A.permute(1, 0, 2).reshape(N, H * d)  # [N, k]: head h in columns h·d … (h+1)·d − 1
         B = B.permute(1, 0, 2).reshape(B.shape[1], H * d)  # [N_out, k]
@@ -298,8 +394,12 @@ class ValuePath:
             s1, method = float(torch.linalg.svdvals(P)[0]), "dense"
         else:
             s1, method = top_singular_value(P), "factored"
-        fro2, n21 = float((P * P).sum()), float(torch.linalg.vector_norm(P, dim=0).sum())
-        return BlockResult([LinkNorms(N, B.shape[0], s1, fro2, n21, method)], {})  # type: ignore[list-item]
+        # ‖P‖_F from the sum of squares of the (scaled, so finite) P, as the norm: its square may
+        # exceed the float range when the norm does not (scaled back below)
+        fro, n21 = math.sqrt(float((P * P).sum())), float(torch.linalg.vector_norm(P, dim=0).sum())
+        what = f"{self.ov.label} (all heads)" if self.ov.label else "VO"
+        s1, fro, n21 = (rescaled_float(x, e, policy.torch_dtype, what) for x in (s1, fro, n21))
+        return BlockResult([LinkNorms(N, B.shape[0], s1, fro, n21, method)], {})  # type: ignore[list-item]
 
     def l1(self, policy: "SpectraPolicy") -> dict[str, list[float]]:
         return {}
@@ -324,15 +424,22 @@ ORDER = ("m_in", "m_out", "qk", "ov", "vo")
 
 def blocks_of(lw: LayerWeights) -> dict[str, Block]:
     """The blocks of a layer (module docstring), keyed ``qk``, ``ov``, ``m_in``, ``m_out``, and the
-    value-path link ``vo`` of the layer chain (:class:`ValuePath`)."""
+    value-path link ``vo`` of the layer chain (:class:`ValuePath`). A gated ``M_in`` given as its
+    column blocks (``LayerWeights.M_in_parts``) stays in blocks."""
     H, H_kv = lw.W_Q.shape[0], lw.W_K.shape[0]
     g = torch.arange(H, device=lw.W_Q.device) // (H // H_kv)
-    ov = FactoredProduct("ov", "OV", lw.W_V, lw.W_O, g, None, True, ("W_V", "W_O"))
+
+    def label(*keys: str) -> str:
+        names = [lw.names.get(k, k) for k in keys]
+        return f"layer {lw.index}: " + " · ".join(names)
+
+    ov = FactoredProduct("ov", "OV", lw.W_V, lw.W_O, g, None, True, ("W_V", "W_O"), label("W_V", "W_O"))
+    parts = lw.m_in_parts()
     return {
-        "qk": FactoredProduct("qk", "QK", lw.W_Q, lw.W_K, None, g, False, ("W_Q", "W_K")),
+        "qk": FactoredProduct("qk", "QK", lw.W_Q, lw.W_K, None, g, False, ("W_Q", "W_K"), label("W_Q", "W_K")),
         "ov": ov,
-        "m_in": Dense("m_in", "M_in", lw.M_in),
-        "m_out": Dense("m_out", "M_out", lw.M_out),
+        "m_in": Dense("m_in", "M_in", parts if len(parts) > 1 else parts[0], label("M_in")),
+        "m_out": Dense("m_out", "M_out", lw.M_out, label("M_out")),
         "vo": ValuePath(ov),
     }
 

@@ -6,8 +6,9 @@ value-path link ``vo`` (σ_1, ‖·‖_F², ‖·‖_{2,1} of ``W_V W_O``). Each
 BLAKE2b hash of
 
 * the cache-format version :data:`CACHE_FORMAT`;
-* the block name and the options that change its result: the working dtype and the ``dense``
-  flag for every block; for ``m_in`` / ``m_out`` also the feed-forward method and the
+* the block name and the *policy* that produced it: the working dtype, the ``dense`` flag and
+  the dtype the Gram matrices are accumulated in for every block; for ``m_in`` / ``m_out`` also
+  the feed-forward method, the accuracy guard's tolerance for that dtype and the
   approximate-mode settings (QK/OV are exact in approximate mode too, so they share entries);
 * the content hash of every tensor the block comes from: BLAKE2b over dtype, shape and the raw
   bytes of the canonical matrix as read from the checkpoint (before the upcast).
@@ -19,12 +20,22 @@ The device is not in the key: CUDA and CPU results agree within the tolerance of
 "Scale".
 
 Entries are safetensors files ``DIR/v{CACHE_FORMAT}/<key[:2]>/<key>.safetensors`` holding the
-spectra as tensors and, in the metadata, the key, the block, the matrix sizes and a BLAKE2b
-checksum of the payload. They are written to a temporary file and renamed into place, so
-concurrent writers (``--jobs``) never expose a half-written entry. On reading, an entry whose
-file does not parse, whose key, format, checksum or shapes do not match, or whose values are not
-finite, non-negative and descending is counted as ``corrupt``, ignored and rewritten: a cache
-entry is used only when it is exactly what was stored for that key.
+spectra as tensors and, in the metadata, the key, the block, the policy, the matrix sizes and
+a BLAKE2b checksum of the payload. They are written to a temporary file
+(``.tmp-<pid>-<random>``) and renamed into place, so concurrent writers (``--jobs``) never
+expose a half-written entry; temporary files left by killed runs (older than an hour, their
+process gone) are removed when a cache is opened.
+
+On reading, an entry whose file does not parse, whose key, format, checksum or shapes do not
+match, whose values are not finite, non-negative and descending, or whose *metadata* does not
+fit this run (its policy, its dtype, a route this policy cannot take: an entry saying float32
+is never used by a float64 run, and a ``method`` string that is not one of the routes is never
+reported) is counted as ``corrupt``, ignored and rewritten: a cache entry is used only when it
+is exactly what this run would have stored for that key.
+
+Storing never fails a run: a file or folder in the way of an entry, a full disk (ENOSPC), a
+read-only folder or any other ``OSError`` or ``SafetensorError`` skips that entry and records a
+one-line warning (``stats.warnings``, listed under ``options.cache.warnings`` in the report).
 """
 
 from __future__ import annotations
@@ -32,7 +43,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,8 +60,15 @@ if TYPE_CHECKING:
     from specbound.spectra.compute import SpectraPolicy
 
 #: Version of the entry layout and of the computation behind it; bump it to invalidate entries.
-CACHE_FORMAT = 1
+#: 2: the policy in the key and the metadata, Gram matrices in float64 for every working dtype,
+#: the value path's ``‖·‖_F`` (not its square), scaled norms.
+CACHE_FORMAT = 2
 
+#: Temporary files older than this (seconds) whose process is gone are removed on opening a cache.
+STALE_TMP_S = 3600.0
+
+#: The routes a block's ``method`` may name (``spectrum.method``), per kind.
+FF_ROUTES = {"auto": ("gram", "svd", "svd (full matrix)"), "gram": ("gram",), "svd": ("svd",)}
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -79,9 +98,16 @@ class CacheStats:
     corrupt: int = 0
     writes: int = 0
     corrupt_files: list[str] = field(default_factory=list)
+    #: one line per entry that could not be stored (the run went on without it)
+    warnings: list[str] = field(default_factory=list)
+    #: stale temporary files of killed runs removed on opening
+    removed_tmp: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt, "writes": self.writes}
+        d: dict[str, Any] = {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt, "writes": self.writes}
+        if self.warnings:
+            d["warnings"] = list(self.warnings)
+        return d
 
 
 class SpectraCache:
@@ -96,6 +122,25 @@ class SpectraCache:
         except OSError as e:
             raise InputError(f"{self.root}: cannot create the cache folder ({e.strerror}).") from None
         self.stats = CacheStats()
+        self.stats.removed_tmp = self.remove_stale_tmp()
+
+    def remove_stale_tmp(self, max_age_s: float = STALE_TMP_S) -> int:
+        """Remove the temporary files of killed runs: ``.tmp-<pid>-*`` older than ``max_age_s``
+        whose process no longer exists (a name without a pid: by age alone). Returns the count."""
+        now, removed = time.time(), 0
+        try:
+            candidates = list(self.root.glob("v*/*/.tmp-*"))
+        except OSError:
+            return 0
+        for p in candidates:
+            try:
+                if not p.is_file() or now - p.stat().st_mtime <= max_age_s or _pid_alive(_tmp_pid(p.name)):
+                    continue
+                p.unlink()
+                removed += 1
+            except OSError:
+                continue
+        return removed
 
     # -- keys ------------------------------------------------------------------------------
     @staticmethod
@@ -134,8 +179,10 @@ class SpectraCache:
             return None
         return tensors, meta
 
-    def store(self, key: str, block: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Write an entry atomically (temporary file + rename)."""
+    def store(self, key: str, block: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bool:
+        """Write an entry atomically (temporary file + rename); ``False`` (and a warning in
+        ``stats.warnings``) when it cannot be stored: the run goes on without it."""
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         p = self.path(key)
@@ -144,37 +191,72 @@ class SpectraCache:
             "format": str(CACHE_FORMAT), "key": key, "block": block,
             "checksum": _payload_checksum(tensors), "meta": json.dumps(meta),
         }
+        tmp = p.parent / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
-            os.close(fd)
             try:
-                save_file(tensors, tmp, metadata=md)
+                save_file(tensors, str(tmp), metadata=md)
                 os.replace(tmp, p)
             finally:
-                if os.path.exists(tmp):
+                if os.path.lexists(tmp):
                     os.unlink(tmp)
-        except OSError as e:
-            raise InputError(f"{p}: cannot write the cache entry ({e.strerror}).") from None
+        except (OSError, SafetensorError) as e:
+            why = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+            self.stats.warnings.append(f"{p}: cache entry not stored ({why}); the run went on without it.")
+            return False
         self.stats.writes += 1
+        return True
 
     # -- blocks ----------------------------------------------------------------------------
-    def block_key(self, block: "Block", policy: "SpectraPolicy", lw: LayerWeights) -> str:
-        """The key of one block of layer ``lw``: its tensors' content and the options that change
-        its result (module docstring; the same keys as every earlier version of format 1)."""
-        opts: dict[str, Any] = {"dtype": policy.dtype_name, "dense": policy.dense}
+    @staticmethod
+    def policy_doc(block: "Block", policy: "SpectraPolicy", lw: LayerWeights) -> dict[str, Any]:
+        """The policy an entry of ``block`` depends on (in its key and its metadata)."""
+        from specbound.spectra.kernels import GRAM_DTYPE, GRAM_TOLERANCE
+
+        opts: dict[str, Any] = {"dtype": policy.dtype_name, "dense": policy.dense,
+                                "gram_dtype": str(GRAM_DTYPE).removeprefix("torch.")}
         if block.kind in ("QK", "OV", "VO"):
             opts.update(H=lw.W_Q.shape[0], H_kv=lw.W_K.shape[0])
         else:
-            opts.update(ff_method=policy.ff_method,
+            opts.update(ff_method=policy.ff_method, gram_tolerance=GRAM_TOLERANCE.get(policy.torch_dtype, 1e-3),
                         approx=None if policy.approx is None or policy.dense else policy.approx.to_dict())
-        return self.key(block.name, [tensor_digest(t) for t in block.tensors], opts)
+        return opts
+
+    def block_key(self, block: "Block", policy: "SpectraPolicy", lw: LayerWeights) -> str:
+        """The key of one block of layer ``lw``: its tensors' content and the policy that changes its
+        result (:meth:`policy_doc`; module docstring)."""
+        return self.key(block.name, [tensor_digest(t) for t in block.tensors], self.policy_doc(block, policy, lw))
+
+    @staticmethod
+    def routes(block: "Block", policy: "SpectraPolicy") -> tuple[str, ...]:
+        """The ``method`` strings this policy can give the block's spectra."""
+        if block.kind in ("QK", "OV", "VO"):
+            return ("dense",) if policy.dense else ("factored",)
+        if policy.dense:
+            return ("svd",)
+        if policy.approx is not None:
+            return ("slq", "gram", "svd")
+        return FF_ROUTES.get(policy.ff_method, ())
+
+    def _fits(self, block: "Block", policy: "SpectraPolicy", lw: LayerWeights, meta: dict[str, Any]) -> bool:
+        """The stored metadata is what this run would have written (policy, dtype, routes)."""
+        if not isinstance(meta, dict) or meta.get("policy") != json.loads(json.dumps(self.policy_doc(block, policy, lw))):
+            return False
+        routes = self.routes(block, policy)
+        if block.kind == "VO":
+            return meta.get("method") in routes
+        methods = meta.get("methods")
+        return (meta.get("dtype") == policy.dtype_name and isinstance(methods, list)
+                and all(isinstance(m, str) and m in routes for m in methods))
 
     def get(self, block: "Block", policy: "SpectraPolicy", lw: LayerWeights) -> list[MatrixSpectrum] | None:
         """The block's spectra when a valid entry holds them (counted as a hit), else ``None``."""
         key = self.block_key(block, policy, lw)
         entry = self.load(key, block.name)
         if entry is None:
+            return None
+        if not self._fits(block, policy, lw, entry[1]):
+            self.invalid(key)
             return None
         if block.kind == "VO":  # a link of the layer chain: norms, not a spectrum
             try:
@@ -204,8 +286,9 @@ class SpectraCache:
     def put(self, block: "Block", policy: "SpectraPolicy", lw: LayerWeights, specs: list[MatrixSpectrum]) -> None:
         """Store a computed block (counted as a miss and a write)."""
         self.stats.misses += 1
-        payload = specs[0].payload() if block.kind == "VO" else _spectra_to_payload(specs)
-        self.store(self.block_key(block, policy, lw), block.name, *payload)  # type: ignore[arg-type]
+        tensors, meta = specs[0].payload() if block.kind == "VO" else _spectra_to_payload(specs)
+        meta = {**(meta or {}), "policy": self.policy_doc(block, policy, lw)}
+        self.store(self.block_key(block, policy, lw), block.name, tensors, meta)
 
     def invalid(self, key: str) -> None:
         """Mark a loaded entry that failed a semantic check as corrupt (it will be rewritten)."""
@@ -214,6 +297,29 @@ class SpectraCache:
     def _corrupt(self, p: Path) -> None:
         self.stats.corrupt += 1
         self.stats.corrupt_files.append(str(p))
+
+
+def _tmp_pid(name: str) -> int | None:
+    """The pid in a temporary file's name ``.tmp-<pid>-<random>``, ``None`` when it has none."""
+    parts = name.split("-")
+    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
+
+
+def _pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists (``False`` for ``None``)."""
+    if pid is None or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    except OSError:
+        return False
+    return True
 
 
 # -- (de)serialising spectra ---------------------------------------------------------------------

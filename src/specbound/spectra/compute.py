@@ -229,7 +229,8 @@ def _weight_norms(blocks: dict[str, Block], l1: dict[str, list[float]], lw: Laye
     totals = {**{k: float(sum(v)) for k, v in heads.items()}, "M_in": l1["M_in"][0], "M_out": l1["M_out"][0]}
     return WeightNorms(
         heads=heads, totals=totals, vectors=_vector_norms(lw),
-        params={k: getattr(lw, k).numel() for k in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out")},
+        params={**{k: getattr(lw, k).numel() for k in ("W_Q", "W_K", "W_V", "W_O", "M_out")},
+                "M_in": sum(p.numel() for p in lw.m_in_parts())},
     )
 
 

@@ -14,6 +14,7 @@ with the OpenBLAS that numpy wheels ship this pair ran 1.4× faster than torch's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -89,14 +90,24 @@ def gram_eigenvalues_numpy(A: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.linalg.eigvalsh(W @ W.T)[::-1])
 
 
+#: The dtype every Gram matrix is accumulated and diagonalised in, whatever the working dtype: a
+#: float32 Gram matrix squares the condition number in float32 (eigenvalue errors of about
+#: ``n·ε₃₂·λ_max``, which the accuracy guard refuses on 7B-shaped feed-forward matrices, sending
+#: float32 runs to the full SVD); products of float32 inputs accumulated in float64 are exact
+#: to ``n·ε₆₄``, so the float32 mode keeps the Gram route (issue 18).
+GRAM_DTYPE = torch.float64
+
+
 def gram_eigenvalues(M: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues (descending, in ``M``'s dtype, on ``M``'s device) of the smaller Gram matrix of ``M``.
+    """Eigenvalues (descending, float64 (:data:`GRAM_DTYPE`), on ``M``'s device) of the smaller
+    Gram matrix of ``M`` (a float32 ``M`` is upcast to float64 first: exact).
 
     On the CPU through numpy (:func:`gram_eigenvalues_numpy`: BLAS ``syrk`` + LAPACK ``syevd``;
-    the threads numpy's BLAS uses are set by :func:`blas_threads`). Same arithmetic in the same
-    dtype as torch's route, so the same accuracy (results differ in the last bits). On other
-    devices: :func:`gram_lower` and ``torch.linalg.eigvalsh``.
+    the threads numpy's BLAS uses are set by :func:`blas_threads`). Same arithmetic as torch's
+    route, so the same accuracy (results differ in the last bits). On other devices:
+    :func:`gram_lower` and ``torch.linalg.eigvalsh``.
     """
+    M = M.to(GRAM_DTYPE)
     if M.device.type != "cpu":
         return torch.linalg.eigvalsh(gram_lower(M), UPLO="L").flip(-1)
     return torch.from_numpy(gram_eigenvalues_numpy(M.detach().numpy()))
@@ -111,24 +122,30 @@ def ff_singular_values(M: torch.Tensor, method: FFMethod = "auto") -> tuple[torc
     that estimate for the smallest eigenvalue is below :data:`GRAM_TOLERANCE` of the dtype
     (1e-8 in float64), i.e. when ``λ_min ≥ n·ε·λ_max / (2·tol)``; otherwise it falls back to
     the SVD (``torch.linalg.svdvals``), which is accurate to ``ε·σ_1`` for every value.
+
+    The Gram matrix is accumulated in float64 (:data:`GRAM_DTYPE`) for every working dtype; the
+    values are returned in ``M``'s dtype. ``M`` should be scaled (:func:`scale_exponent`) so
+    its Gram matrix cannot overflow.
     """
     if method == "svd":
         return descending(torch.linalg.svdvals(M)), "svd"
     lam = gram_eigenvalues(M)
     if method == "gram" or gram_accepted(lam, M.dtype):
-        return lam.clamp_min(0).sqrt(), "gram"
+        return lam.clamp_min(0).sqrt().to(M.dtype), "gram"
     return descending(torch.linalg.svdvals(M)), "svd"
 
 
 def gram_accepted(lam: torch.Tensor, dtype: torch.dtype) -> bool:
     """The accuracy guard of :func:`ff_singular_values`: Gram eigenvalues ``lam`` (descending) of
-    an ``n × n`` Gram matrix in ``dtype`` give every singular value to :data:`GRAM_TOLERANCE`
-    when ``λ_min ≥ n·ε·λ_max / (2·tol)`` (or the matrix is zero)."""
+    an ``n × n`` Gram matrix accumulated in ``lam``'s dtype (float64, :data:`GRAM_DTYPE`) give
+    every singular value to the working ``dtype``'s :data:`GRAM_TOLERANCE` when
+    ``λ_min ≥ n·ε·λ_max / (2·tol)`` with ``ε`` that of the Gram matrix (or the matrix is zero)."""
     n = lam.shape[-1]
     lam_max = lam[0].item()
     if lam_max == 0.0:
         return True
-    return lam[-1].item() >= n * torch.finfo(dtype).eps * lam_max / (2 * GRAM_TOLERANCE.get(dtype, 1e-3))
+    eps = torch.finfo(lam.dtype).eps
+    return lam[-1].item() >= n * eps * lam_max / (2 * GRAM_TOLERANCE.get(dtype, 1e-3))
 
 
 #: A feed-forward matrix whose upcast copy exceeds this many bytes has its Gram matrix accumulated
@@ -138,10 +155,12 @@ FULL_UPCAST_BYTES = 64 * 2**20
 BLOCK_BYTES = 32 * 2**20
 
 
-def gram_blocked(M: torch.Tensor, dtype: torch.dtype, device: torch.device,
-                 block_bytes: int = BLOCK_BYTES) -> tuple[torch.Tensor, float, float]:
+def gram_blocked(M: torch.Tensor | tuple[torch.Tensor, ...], dtype: torch.dtype, device: torch.device,
+                 block_bytes: int = BLOCK_BYTES, exponent: int = 0) -> tuple[torch.Tensor, float, float]:
     """``(eigenvalues of the smaller Gram matrix (descending), ‖M‖_{2,1}, ‖M‖_{1,1})`` of the stored
-    ``M`` ``[rows, cols]`` without upcasting it whole.
+    ``M`` ``[rows, cols]`` without upcasting it whole; ``M`` may be a tuple of column blocks
+    ``(M_0, M_1, …)`` of one matrix ``[M_0 | M_1 | …]`` (a gated ``M_in = [W_gate | W_up]``, never
+    concatenated), each as stored.
 
     The smaller Gram matrix (``n × n``, ``n = min(rows, cols)``) is a sum over blocks of the long
     side: ``G = Σ_b A_b A_bᵀ`` with ``A = M`` (wide) or ``Mᵀ`` (tall) and ``A_b`` its column block
@@ -149,32 +168,46 @@ def gram_blocked(M: torch.Tensor, dtype: torch.dtype, device: torch.device,
     ``block_bytes``). The column norms (of ``M``) and absolute sums are reduced per block too, so
     the memory is one ``n × n`` Gram matrix plus one block. The same arithmetic as the whole
     product, in another order of additions (results agree to rounding).
+
+    Each block is rounded to the working ``dtype`` (the values the analysis works on) and then
+    accumulated in float64 (:data:`GRAM_DTYPE`, exact products of float32 inputs), and scaled by
+    ``2^-exponent`` (exact; :func:`scale_exponent`) so that no square overflows: the eigenvalues
+    and ``‖M‖_{2,1}`` returned are those of ``2^-exponent · M``; ``‖M‖_{1,1}`` is unscaled (a sum
+    of magnitudes, in float64).
     """
-    rows, cols = M.shape
+    parts = M if isinstance(M, tuple) else (M,)
+    rows, cols = parts[0].shape[0], sum(p.shape[1] for p in parts)
     wide = rows <= cols
-    A = M if wide else M.mT
-    n, m = A.shape
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    b = max(1, min(m, block_bytes // max(1, n * itemsize)))
+    if not wide and len(parts) > 1:  # a tall stack: its Gram matrix couples the parts
+        parts = (torch.cat([p.to(dtype) for p in parts], dim=1),)
+    n = min(rows, cols)
+    itemsize = torch.empty((), dtype=GRAM_DTYPE).element_size()
     on_cpu = device.type == "cpu"
-    G = np.zeros((n, n), dtype=np.float64 if dtype == torch.float64 else np.float32) if on_cpu else \
-        torch.zeros(n, n, dtype=dtype, device=device)
+    G = np.zeros((n, n), dtype=np.float64) if on_cpu else torch.zeros(n, n, dtype=GRAM_DTYPE, device=device)
     n21 = 0.0  # wide M: its columns are A's columns, whole in one block
     row_sq = torch.zeros(n, dtype=torch.float64)  # tall M: its columns are A's rows, summed over blocks
     l1 = 0.0
-    for j in range(0, m, b):
-        Ab = A[:, j:j + b].to(device=device, dtype=dtype)
-        if on_cpu:
-            X = np.ascontiguousarray(Ab.detach().numpy())
-            G += X @ X.T  # one BLAS syrk per block
-        else:
-            G += Ab @ Ab.mT
-        if wide:
-            n21 += float(torch.linalg.vector_norm(Ab, dim=0).sum())
-        else:
-            row_sq += (Ab * Ab).sum(dim=1, dtype=torch.float64).cpu()
-        l1 += float(Ab.abs().sum(dtype=torch.float64))
-        del Ab
+    scale = 2.0 ** -exponent
+    for part in parts:
+        A = part if wide else part.mT
+        m = A.shape[1]
+        b = max(1, min(m, block_bytes // max(1, n * itemsize)))
+        for j in range(0, m, b):
+            Ab = A[:, j:j + b].to(device=device, dtype=dtype)
+            l1 += float(Ab.abs().sum(dtype=torch.float64))
+            Ab = Ab.to(GRAM_DTYPE)
+            if exponent:
+                Ab.mul_(scale)
+            if on_cpu:
+                X = np.ascontiguousarray(Ab.detach().numpy())
+                G += X @ X.T  # one BLAS syrk per block
+            else:
+                G += Ab @ Ab.mT
+            if wide:
+                n21 += float(torch.linalg.vector_norm(Ab, dim=0).sum())
+            else:
+                row_sq += (Ab * Ab).sum(dim=1, dtype=torch.float64).cpu()
+            del Ab
     if not wide:
         n21 = float(row_sq.sqrt().sum())
     if on_cpu:
@@ -216,13 +249,92 @@ def column_norms_21(M: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(M, dim=-2).sum())
 
 
-def gram_blocked_l1(M: torch.Tensor, dtype: torch.dtype, device: torch.device, block_bytes: int = BLOCK_BYTES) -> float:
-    """``‖M‖_{1,1}`` of the stored ``M``, upcast block by block (as :func:`gram_blocked` sums it)."""
-    A = M if M.shape[0] <= M.shape[1] else M.mT
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    b = max(1, min(A.shape[1], block_bytes // max(1, A.shape[0] * itemsize)))
-    return float(sum(float(A[:, j:j + b].to(device=device, dtype=dtype).abs().sum(dtype=torch.float64))
-                     for j in range(0, A.shape[1], b)))
+def gram_blocked_l1(M: torch.Tensor | tuple[torch.Tensor, ...], dtype: torch.dtype, device: torch.device,
+                    block_bytes: int = BLOCK_BYTES) -> float:
+    """``‖M‖_{1,1}`` of the stored ``M`` (or of the column blocks of a tuple), upcast block by block
+    (as :func:`gram_blocked` sums it)."""
+    total = 0.0
+    for part in (M if isinstance(M, tuple) else (M,)):
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        b = max(1, min(part.shape[1], block_bytes // max(1, part.shape[0] * itemsize)))
+        total += sum(float(part[:, j:j + b].to(device=device, dtype=dtype).abs().sum(dtype=torch.float64))
+                     for j in range(0, part.shape[1], b))
+    return float(total)
+
+
+# -- scaling: no square of a representable value overflows (issue 17) -----------------------------
+
+
+#: Weights whose largest magnitude lies in ``[2^-SAFE_EXPONENT, 2^SAFE_EXPONENT)`` are not scaled
+#: (no product, Gram entry or square of theirs can overflow or underflow, even in float32):
+#: their results stay bit for bit those of the unscaled computation.
+SAFE_EXPONENT = 20
+
+
+def scale_exponent(*ts: torch.Tensor) -> int:
+    """The exponent ``e`` with ``max|t| · 2^-e`` in ``[0.5, 1)`` over the tensors ``ts``, or 0 when
+    that maximum is within ``2^±SAFE_EXPONENT`` (or all are zero). Multiplying by the power of
+    two ``2^-e`` is exact, so ``σ(2^-e·M) = 2^-e·σ(M)`` holds bit for bit, and the scaled matrix's
+    Gram matrix and sums of squares cannot overflow (nor underflow to zero for tiny weights)."""
+    m = 0.0
+    for t in ts:
+        if t.numel():
+            m = max(m, float(torch.linalg.vector_norm(t.detach(), ord=float("inf")).double()))
+    if m == 0.0 or not math.isfinite(m):
+        return 0
+    e = math.frexp(m)[1]
+    return 0 if -SAFE_EXPONENT < e <= SAFE_EXPONENT else e
+
+
+def scaled(t: torch.Tensor, exponent: int) -> torch.Tensor:
+    """``t · 2^-exponent`` (exact; a new tensor, or ``t`` itself when ``exponent`` is 0)."""
+    return t if exponent == 0 else t * (2.0 ** -exponent)
+
+
+def check_range(t: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+    """Raise :class:`~specbound.errors.InputError` when ``t`` (as stored) holds a value beyond the
+    range of the working ``dtype`` (its upcast would be ±inf), naming ``what``."""
+    if dtype == torch.float64 or not t.numel() or not t.dtype.is_floating_point:
+        return
+    if torch.finfo(t.dtype).max <= torch.finfo(dtype).max:
+        return
+    m = float(torch.linalg.vector_norm(t.detach(), ord=float("inf")).double())
+    if m > torch.finfo(dtype).max:
+        from specbound.errors import InputError
+
+        raise InputError(f"{what} has entries up to {m:.3g}, beyond the range of {str(dtype).removeprefix('torch.')} "
+                         f"({torch.finfo(dtype).max:.3g}); analyse it with --dtype float64.")
+
+
+def rescaled(x: torch.Tensor, exponent: int, dtype: torch.dtype, what: str) -> torch.Tensor:
+    """``x · 2^exponent`` in ``dtype``: the values of a scaled computation brought back to the
+    matrix's own scale. A value beyond ``dtype``'s range is an
+    :class:`~specbound.errors.InputError` naming ``what`` (with ``--dtype float64`` suggested for
+    float32; for float64 the value is beyond any float)."""
+    y = x.double() * (2.0 ** exponent) if exponent else x.double()
+    _check_finite_in(y, dtype, what)
+    return y.to(dtype)
+
+
+def rescaled_float(x: float, exponent: int, dtype: torch.dtype, what: str) -> float:
+    """:func:`rescaled` of one number (a norm), returned as a Python float (float64)."""
+    y = math.ldexp(x, exponent) if math.isfinite(x) else x
+    _check_finite_in(torch.tensor([y], dtype=torch.float64), dtype, what)
+    return y
+
+
+def _check_finite_in(y: torch.Tensor, dtype: torch.dtype, what: str) -> None:
+    from specbound.errors import InputError
+
+    if not bool(torch.isfinite(y).all()):
+        bad = "NaN" if bool(torch.isnan(y).any()) else "beyond the range of float64"
+        raise InputError(f"{what}: a singular value or norm is {bad}; the weights are too large to analyse "
+                         "(rescale the checkpoint).")
+    big = float(y.abs().max()) if y.numel() else 0.0
+    if big > torch.finfo(dtype).max:
+        raise InputError(f"{what}: a singular value or norm ({big:.3g}) is beyond the range of "
+                         f"{str(dtype).removeprefix('torch.')} ({torch.finfo(dtype).max:.3g}); "
+                         "analyse it with --dtype float64.")
 
 
 @contextmanager

@@ -66,18 +66,19 @@ class MatrixSpectrum:
 class LinkNorms:
     """What the chain families need of one link of this project's layer chain (``bounds.md`` §6)
     that is not a per-head matrix: ``VO[ℓ] = W_V W_O`` (all heads, ``rows × cols``). Not a
-    spectrum: only ``σ_1`` (``spectral_norm``), ``‖·‖_F²`` (``frobenius2``) and ``‖·‖_{2,1}``."""
+    spectrum: only ``σ_1`` (``spectral_norm``), ``‖·‖_F`` (``frobenius``; its square may exceed
+    the float range when the norm does not, so it is kept as the norm) and ``‖·‖_{2,1}``."""
 
     rows: int
     cols: int
     spectral_norm: float
-    frobenius2: float
+    frobenius: float
     norm_21: float
     method: str
 
     def payload(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors and metadata of a cache entry."""
-        t = torch.tensor([self.spectral_norm, self.frobenius2, self.norm_21], dtype=torch.float64)
+        t = torch.tensor([self.spectral_norm, self.frobenius, self.norm_21], dtype=torch.float64)
         return {"link": t}, {"rows": self.rows, "cols": self.cols, "method": self.method}
 
     @classmethod

@@ -176,12 +176,35 @@ def split_names(joined: str) -> list[str]:
 _SLICE = re.compile(r"\[[^\[\]]*\]$")
 
 
+class _ColumnStack:
+    """``LayerWeights.M_in``: the tensor given, or, when an adapter gives ``M_in=None`` and the
+    column blocks ``M_in_parts`` (a gated MLP's ``W_gate``, ``W_up`` as stored), their
+    concatenation made on demand and not kept (the spectra read the blocks themselves,
+    :meth:`LayerWeights.m_in_parts`, and never concatenate them)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = "_" + name
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            raise AttributeError(self.attr)  # a required field: no default
+        v = obj.__dict__.get(self.attr)
+        if v is None and obj.__dict__.get("M_in_parts"):
+            return torch.cat(obj.M_in_parts, dim=1)
+        return v
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.attr] = value
+
+
 @dataclass
 class LayerWeights:
     """One layer's canonical matrices (row-vector orientation; shapes in the module docstring).
 
     ``names`` maps each field to the tensor name(s) it was read from, for error messages.
     ``extras`` holds tensors outside the proxies (biases, norms), labelled by their names.
+    A gated MLP may give ``M_in=None`` and ``M_in_parts=(W_gate, W_up)`` (``[N, d_ff]`` each,
+    as stored): ``M_in`` is then their concatenation, made only when read.
     """
 
     index: int
@@ -189,11 +212,23 @@ class LayerWeights:
     W_K: torch.Tensor
     W_V: torch.Tensor
     W_O: torch.Tensor
-    M_in: torch.Tensor
+    M_in: torch.Tensor = _ColumnStack()  # type: ignore[assignment]
     M_out: torch.Tensor
     names: dict[str, str] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     gated: bool = False
+    M_in_parts: tuple[torch.Tensor, ...] = ()
+
+    def m_in_parts(self) -> tuple[torch.Tensor, ...]:
+        """``M_in`` as its column blocks, as stored: ``M_in_parts``, or ``(M_in,)``."""
+        return tuple(self.M_in_parts) if self.M_in_parts else (self.M_in,)
+
+    def m_in_shape(self) -> tuple[int, ...]:
+        """``M_in``'s shape without forming it."""
+        parts = self.m_in_parts()
+        if any(p.ndim != 2 for p in parts):
+            return tuple(parts[0].shape)
+        return (parts[0].shape[0], sum(p.shape[1] for p in parts))
 
     def validate(self, info: ModelInfo) -> None:
         """Check shapes against ``info`` and finiteness; raise :class:`InputError` naming the tensor."""
@@ -212,19 +247,22 @@ class LayerWeights:
                     f"split, expected {shape} from the config (H={H}, H_kv={Hkv}, N={N}, d_h={dh}); "
                     "check that the config matches the checkpoint."
                 )
-        if self.M_in.ndim != 2 or self.M_in.shape[0] != N:
+        m_in = self.m_in_shape()
+        if len(m_in) != 2 or m_in[0] != N or any(p.shape[0] != N for p in self.m_in_parts()):
             raise InputError(
                 f"layer {self.index}: {self._name('M_in')} has row-vector shape "
-                f"{tuple(self.M_in.shape)}, expected ({N}, d_ff); check the config."
+                f"{m_in}, expected ({N}, d_ff); check the config."
             )
-        if self.M_out.ndim != 2 or self.M_out.shape[0] != self.M_in.shape[1] // (2 if self.gated else 1):
+        if self.M_out.ndim != 2 or self.M_out.shape[0] != m_in[1] // (2 if self.gated else 1):
             raise InputError(
                 f"layer {self.index}: {self._name('M_out')} has row-vector shape "
-                f"{tuple(self.M_out.shape)}, which does not follow M_in's {tuple(self.M_in.shape)}; "
+                f"{tuple(self.M_out.shape)}, which does not follow M_in's {m_in}; "
                 "check the config."
             )
-        for key in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out"):
-            self._check_dtype(self._name(key), getattr(self, key))
+        checked = [(k, getattr(self, k)) for k in ("W_Q", "W_K", "W_V", "W_O")]
+        checked += [("M_in", p) for p in self.m_in_parts()] + [("M_out", self.M_out)]
+        for key, t in checked:
+            self._check_dtype(self._name(key), t)
         for name, t in self.extras.items():
             self._check_dtype(name, t)
             if not torch.isfinite(t).all():
@@ -232,8 +270,7 @@ class LayerWeights:
                     f"layer {self.index}: tensor {name} contains NaN or Inf; the checkpoint is "
                     "corrupt or diverged: re-export it or pick an earlier checkpoint."
                 )
-        for key in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out"):
-            t = getattr(self, key)
+        for key, t in checked:
             # A NaN or ±Inf entry makes the sum NaN or ±Inf, so a finite sum proves every entry
             # finite (one pass, no mask); a non-finite sum (or an overflow) gets the exact check.
             if not torch.isfinite(t.sum()) and not torch.isfinite(t).all():
@@ -263,10 +300,13 @@ class LayerWeights:
         """Copy with every matrix moved to ``device`` and cast to ``dtype`` (upcast of bf16/fp16)."""
         conv = {
             k: getattr(self, k).to(device=device, dtype=dtype)
-            for k in ("W_Q", "W_K", "W_V", "W_O", "M_in", "M_out")
+            for k in ("W_Q", "W_K", "W_V", "W_O", "M_out")
         }
+        parts = tuple(p.to(device=device, dtype=dtype) for p in self.M_in_parts)
         return LayerWeights(
-            index=self.index, names=self.names, extras=self.extras, gated=self.gated, **conv
+            index=self.index, names=self.names, extras=self.extras, gated=self.gated,
+            M_in=None if parts else self.M_in.to(device=device, dtype=dtype),  # type: ignore[arg-type]
+            M_in_parts=parts, **conv,
         )
 
 

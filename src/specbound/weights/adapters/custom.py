@@ -291,7 +291,8 @@ class MappingAdapter(Adapter):
             W_V=split_columns(self._rowvec(v, (N, Hkv * dh)), Hkv, dh),
             W_O=split_rows(self._rowvec(o, (H * dh, N)), H, dh),
             # [N, d_ff] (| [N, d_ff]) → [N, d_ff] or [N, 2·d_ff]
-            M_in=torch.cat([self._rowvec(n, (N, F)) for n in m_in_names], dim=1),
+            M_in=self._rowvec(m_in_names[0], (N, F)) if len(m_in_names) == 1 else None,  # type: ignore[arg-type]
+            M_in_parts=tuple(self._rowvec(n, (N, F)) for n in m_in_names) if len(m_in_names) == 2 else (),
             M_out=self._rowvec(m_out, (F, N)),
             names=full,
             gated=len(m_in_names) == 2,

@@ -18,8 +18,6 @@ Notes: ``gated_mlp``, ``rotary``, ``pre_norm``, ``rms_norm`` and, when H_kv < H,
 
 from __future__ import annotations
 
-import torch
-
 from specbound.weights.adapters.base import Adapter, cfg_int
 from specbound.weights.canonical import LayerWeights, ModelInfo, Note
 
@@ -73,8 +71,9 @@ class LlamaAdapter(Adapter):
             W_K=self.head_proj(names["W_K"], info, Hkv),
             W_V=self.head_proj(names["W_V"], info, Hkv),
             W_O=self.out_proj(names["W_O"], info),
-            # [N, d_ff] | [N, d_ff] → [N, 2·d_ff]
-            M_in=torch.cat([self.ff_proj(gate, (F, N)), self.ff_proj(up, (F, N))], dim=1),
+            # [N, d_ff] | [N, d_ff] → [N, 2·d_ff], kept as two blocks (never concatenated)
+            M_in=None,
+            M_in_parts=(self.ff_proj(gate, (F, N)), self.ff_proj(up, (F, N))),
             M_out=self.ff_proj(names["M_out"], (N, F)),
             names=full,
             gated=True,
