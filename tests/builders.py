@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -148,3 +151,36 @@ def build(family: str, task: bool = False, seed: int = 0) -> torch.nn.Module:
 
 FAMILIES = ["bert", "roberta", "distilbert", "gpt2", "gpt2_inner", "llama", "llama_mha",
             "llama_headdim", "mistral", "qwen2"]
+
+
+def bert_mapping(L: int = 2, N: int = 16, H: int = 4) -> dict:
+    """The custom mapping (``--mapping``) of a BERT checkpoint's tensor names."""
+    return {
+        "L": L, "N": N, "H": H,
+        "Q": "encoder.layer.{i}.attention.self.query.weight",
+        "K": "encoder.layer.{i}.attention.self.key.weight",
+        "V": "encoder.layer.{i}.attention.self.value.weight",
+        "O": "encoder.layer.{i}.attention.output.dense.weight",
+        "M_in": "encoder.layer.{i}.intermediate.dense.weight",
+        "M_out": "encoder.layer.{i}.output.dense.weight",
+    }
+
+
+@contextlib.contextmanager
+def no_hang(seconds: float, what: str = "the body") -> Iterator[None]:
+    """Fail the test (instead of blocking the suite) if ``what`` runs longer than ``seconds``,
+    e.g. ``open()`` on a FIFO (SIGALRM: main thread only, elsewhere no guard)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def on_alarm(signum, frame):  # pragma: no cover - only when the code under test blocks
+        raise TimeoutError(f"{what} blocked (> {seconds} s)")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -14,20 +14,17 @@ infinity: not in the per-matrix table, not in any bound, not anywhere in ``repor
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import random
-import signal
 import struct
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from builders import write_bert
+from builders import no_hang, write_bert
 
 from specbound.analysis import analyze
 from specbound.errors import SpecboundError
@@ -42,23 +39,9 @@ HANG_GUARD_S = 20
 ANALYSED_PREFIX = "encoder.layer.0."
 
 
-@contextlib.contextmanager
 def hang_guard(label: str):
     """Raise in the test (naming the case) if the body runs longer than :data:`HANG_GUARD_S`."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def on_alarm(signum, frame):  # pragma: no cover - only on a hang
-        raise TimeoutError(f"fuzz case {label} hangs (> {HANG_GUARD_S} s)")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, HANG_GUARD_S)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    return no_hang(HANG_GUARD_S, f"fuzz case {label}")
 
 
 def _split(data: bytes) -> tuple[int, dict, bytes]:

@@ -46,7 +46,7 @@ from specbound.errors import InputError
 
 __all__ = [
     "STDOUT", "Interrupted", "Stage", "WriteError", "check_file_target", "check_folder_target", "clean_stale",
-    "is_stdout", "report_folder", "save_figure", "target_kind", "write_bytes", "write_csv", "write_json", "write_text",
+    "is_stdout", "pid_alive", "report_folder", "save_figure", "target_kind", "write_bytes", "write_csv", "write_json", "write_text",
 ]
 
 #: The path that means standard output.
@@ -349,15 +349,21 @@ def save_figure(fig: Any, path: str | os.PathLike, option: str | None = None, **
     return write_bytes(path, buf.getvalue(), option)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists (``False`` for ``None`` or a non-positive pid; ``True`` for
+    another user's process): the test of every stale-temporary-file cleanup."""
+    if pid is None or pid <= 0:
+        return False
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # exists, another user's
         return True
+    except OSError:
+        return False
     return True
 
 
@@ -385,7 +391,7 @@ def clean_stale(folder: str | os.PathLike, now: float | None = None, min_age: fl
             continue
         m = _STAGED.match(e.name)
         if m:
-            stale = (age >= min_age and not _pid_alive(int(m.group(1)))) or age > STALE_AGE_S
+            stale = (age >= min_age and not pid_alive(int(m.group(1)))) or age > STALE_AGE_S
         else:
             stale = bool(_LEGACY.match(e.name)) and age > LEGACY_AGE_S
         if not stale:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import bert_config, write_bert
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from specbound.cli import app
-
-from builders import bert_config, write_bert
 
 runner = CliRunner()
 
@@ -228,15 +227,9 @@ def test_main_job_subprocess_on_default_model(tmp_path, minilm_path):
 
 
 def test_custom_mapping_through_the_cli_matches_the_adapter(tiny_bert, tmp_path):
-    mapping = {
-        "L": 2, "N": 16, "H": 4,
-        "Q": "encoder.layer.{i}.attention.self.query.weight",
-        "K": "encoder.layer.{i}.attention.self.key.weight",
-        "V": "encoder.layer.{i}.attention.self.value.weight",
-        "O": "encoder.layer.{i}.attention.output.dense.weight",
-        "M_in": "encoder.layer.{i}.intermediate.dense.weight",
-        "M_out": "encoder.layer.{i}.output.dense.weight",
-    }
+    from builders import bert_mapping
+
+    mapping = bert_mapping(2, 16, 4)
     mfile = tmp_path / "mapping.json"
     mfile.write_text(json.dumps(mapping))
     (tiny_bert / "config.json").unlink()  # the mapping needs no config

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import FAMILIES, FF, H, L, N, bert_mapping, build
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from builders import FAMILIES, FF, H, L, N, build
 
 from specbound.errors import InputError
 from specbound.weights.adapters import open_weights, registry, supported_model_types
@@ -358,15 +358,7 @@ def test_extras_hold_biases_and_norms(saved, family: str, task: bool, names: lis
 
 # -- custom mapping ---------------------------------------------------------------------------------
 
-BERT_MAPPING = {
-    "L": L, "N": N, "H": H,
-    "Q": "encoder.layer.{i}.attention.self.query.weight",
-    "K": "encoder.layer.{i}.attention.self.key.weight",
-    "V": "encoder.layer.{i}.attention.self.value.weight",
-    "O": "encoder.layer.{i}.attention.output.dense.weight",
-    "M_in": "encoder.layer.{i}.intermediate.dense.weight",
-    "M_out": "encoder.layer.{i}.output.dense.weight",
-}
+BERT_MAPPING = bert_mapping(L, N, H)
 
 LLAMA_MAPPING = {
     "L": L, "N": N, "H": H, "H_kv": 2, "activation": "silu", "model_type": "my-llama",

@@ -7,18 +7,16 @@ Hugging Face cache snapshots, legacy ``torch.save`` files, unpadded headers).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import shutil
-import signal
-import threading
 from pathlib import Path
 
 import pytest
 import torch
-from builders import bert_config, write_bert
+from builders import bert_config, bert_mapping, write_bert
+from builders import no_hang as _no_hang
 from safetensors.torch import load_file, save_file
 
 from specbound.analysis import analyze
@@ -26,34 +24,11 @@ from specbound.errors import InputError
 from specbound.weights.adapters import open_weights
 
 WEIGHTS = "model.safetensors"
-BERT_MAPPING = {
-    "L": 2, "N": 16, "H": 4,
-    "Q": "encoder.layer.{i}.attention.self.query.weight",
-    "K": "encoder.layer.{i}.attention.self.key.weight",
-    "V": "encoder.layer.{i}.attention.self.value.weight",
-    "O": "encoder.layer.{i}.attention.output.dense.weight",
-    "M_in": "encoder.layer.{i}.intermediate.dense.weight",
-    "M_out": "encoder.layer.{i}.output.dense.weight",
-}
+BERT_MAPPING = bert_mapping()
 
 
-@contextlib.contextmanager
 def no_hang(seconds: float = 20):
-    """Fail the test (instead of blocking the suite) if the body blocks, e.g. in ``open()`` on a FIFO."""
-    if threading.current_thread() is not threading.main_thread():  # pragma: no cover
-        yield
-        return
-
-    def on_alarm(signum, frame):  # pragma: no cover - only when the code under test blocks
-        raise TimeoutError("blocked")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    return _no_hang(seconds, "opening the input")
 
 
 def one_line(e: pytest.ExceptionInfo) -> str:

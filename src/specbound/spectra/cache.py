@@ -54,6 +54,7 @@ import torch
 from specbound.errors import InputError
 from specbound.spectra.spectrum import LinkNorms, MatrixSpectrum
 from specbound.weights.canonical import LayerWeights
+from specbound.writing import pid_alive
 
 if TYPE_CHECKING:
     from specbound.spectra.blocks import Block
@@ -134,7 +135,7 @@ class SpectraCache:
             return 0
         for p in candidates:
             try:
-                if not p.is_file() or now - p.stat().st_mtime <= max_age_s or _pid_alive(_tmp_pid(p.name)):
+                if not p.is_file() or now - p.stat().st_mtime <= max_age_s or pid_alive(_tmp_pid(p.name)):
                     continue
                 p.unlink()
                 removed += 1
@@ -303,23 +304,6 @@ def _tmp_pid(name: str) -> int | None:
     """The pid in a temporary file's name ``.tmp-<pid>-<random>``, ``None`` when it has none."""
     parts = name.split("-")
     return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
-
-
-def _pid_alive(pid: int | None) -> bool:
-    """Whether process ``pid`` exists (``False`` for ``None``)."""
-    if pid is None or pid <= 0:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    except OSError:
-        return False
-    return True
 
 
 # -- (de)serialising spectra ---------------------------------------------------------------------

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 
-from specbound.errors import InputError
 from specbound.experiments import correlation as e3
 
 pytest.importorskip("transformers")

@@ -198,7 +198,6 @@ def test_printed_exponents_say_lack_of_fit_and_show_adaptivity(e2_tiny) -> None:
 
 # -- golden numbers (tests/experiments/test_golden.py has the others): here so that the session
 # fixture is computed in the one worker that runs this file
-import exp_golden_cases as gc  # noqa: E402
 
 
 def test_e2_matches_golden(e2_tiny) -> None:

@@ -33,7 +33,12 @@ import torch
 
 from specbound.experiments import hf_bert
 from specbound.experiments.hf_bert import mask_tokens
-from specbound.experiments.synthetic_language import PAD, SyntheticLanguage, unigram_logprobs
+from specbound.experiments.synthetic_language import (
+    PAD,
+    SyntheticLanguage,
+    unigram_logprobs,
+)
+from specbound.writing import pid_alive
 
 TRAINING_META = "training.json"
 EVAL_CHUNK = 256  #: held-out sequences per forward pass
@@ -254,16 +259,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale(out_dir: Path) -> None:
     """Remove the temporary folders a killed run left beside ``out_dir``
     (``.{name}.tmp-{pid}``, ``.{name}.old-{pid}``) whose process is gone."""
@@ -272,7 +267,7 @@ def clean_stale(out_dir: Path) -> None:
         return
     for p in parent.glob(f".{name}.*-*"):
         tag, _, pid = p.name[len(name) + 2:].partition("-")
-        if tag in ("tmp", "old") and pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+        if tag in ("tmp", "old") and pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
             shutil.rmtree(p, ignore_errors=True)
 
 
