@@ -155,3 +155,18 @@ def test_to_html_writes_the_page(minilm_report, tmp_path: Path) -> None:
     assert (tmp_path / "x.html").read_text(encoding="utf-8") == text
     assert minilm_report.save(tmp_path / "saved", plots=False)
     assert (tmp_path / "saved" / "report.html").is_file()
+
+
+def test_public_plot_writers_write_atomically(minilm_report, tmp_path: Path) -> None:
+    """``report.plots.plot_*`` write through the one writer: a symlinked target keeps its link,
+    the target gets the same PNG bytes ``render_plot`` makes, and no temporary file is left."""
+    from specbound.report.plots import plot_p_star_heatmap, render_plot
+
+    target = tmp_path / "real.png"
+    target.write_bytes(b"old")
+    link = tmp_path / "p_star.png"
+    link.symlink_to(target)
+    plot_p_star_heatmap(minilm_report, link)
+    assert link.is_symlink()
+    assert target.read_bytes() == render_plot(minilm_report, "p_star.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p_star.png", "real.png"]

@@ -223,7 +223,9 @@ def render_plots(report: "Report") -> dict[str, bytes]:
 
 def _writer(name: str) -> Callable[["Report", Path], Path]:
     def write(report: "Report", path: Path) -> Path:
-        Path(path).write_bytes(render_plot(report, name))
+        from specbound.writing import write_bytes
+
+        write_bytes(path, render_plot(report, name))  # atomic, like every file specbound writes
         return Path(path)
 
     write.__name__ = f"write_{name.removesuffix('.png')}"
