@@ -234,6 +234,12 @@ def _weight_norms(blocks: dict[str, Block], l1: dict[str, list[float]], lw: Laye
     )
 
 
+#: The order a layer's blocks are handed to the worker threads: longest first (on a 7B-shaped
+#: layer M_in ≈ 19 s, M_out ≈ 14 s, the value path VO ≈ 7 s, QK and OV ≈ 1.5 s each on one
+#: thread), so the short ones fill in at the end instead of the value path starting last.
+TASK_ORDER = ("m_in", "m_out", "vo", "qk", "ov")
+
+
 def layer_spectra(
     lw: LayerWeights,
     policy: SpectraPolicy = SpectraPolicy(),
@@ -257,7 +263,7 @@ def layer_spectra(
     if policy.dense:  # the published procedure: one block after the other, every thread on each
         executor = INLINE
     budget = budget or MemoryBudget(None)
-    futures = {name: executor.submit(_budgeted, budget, blocks[name], policy) for name in ORDER if name not in got}
+    futures = {name: executor.submit(_budgeted, budget, blocks[name], policy) for name in TASK_ORDER if name not in got}
     for name, fut in futures.items():
         got[name] = fut.result()
         if cache is not None:

@@ -184,6 +184,11 @@ def gram_blocked(M: torch.Tensor | tuple[torch.Tensor, ...], dtype: torch.dtype,
     itemsize = torch.empty((), dtype=GRAM_DTYPE).element_size()
     on_cpu = device.type == "cpu"
     G = np.zeros((n, n), dtype=np.float64) if on_cpu else torch.zeros(n, n, dtype=GRAM_DTYPE, device=device)
+    # each block's product goes into one preallocated buffer, then into G: no fresh n × n array per
+    # block (its page faults cost as much as the additions on 7B-shaped matrices). Not scipy's
+    # dsyrk with beta = 1: its wrapper holds the GIL for the whole call, which serialises the
+    # concurrent tasks of a layer (measured: 22.2 s against 17.9 s for M_in beside M_out).
+    T = np.empty((n, n), dtype=np.float64) if on_cpu else None
     n21 = 0.0  # wide M: its columns are A's columns, whole in one block
     row_sq = torch.zeros(n, dtype=torch.float64)  # tall M: its columns are A's rows, summed over blocks
     l1 = 0.0
@@ -199,8 +204,11 @@ def gram_blocked(M: torch.Tensor | tuple[torch.Tensor, ...], dtype: torch.dtype,
             if exponent:
                 Ab.mul_(scale)
             if on_cpu:
-                X = np.ascontiguousarray(Ab.detach().numpy())
-                G += X @ X.T  # one BLAS syrk per block
+                X = Ab.detach().numpy()
+                if not (X.flags.c_contiguous or X.flags.f_contiguous):  # BLAS needs one unit stride
+                    X = np.ascontiguousarray(X)
+                np.matmul(X, X.T, out=T)  # one BLAS syrk per block (numpy: a matrix times its own transpose)
+                G += T
             else:
                 G += Ab @ Ab.mT
             if wide:
@@ -211,6 +219,7 @@ def gram_blocked(M: torch.Tensor | tuple[torch.Tensor, ...], dtype: torch.dtype,
     if not wide:
         n21 = float(row_sq.sqrt().sum())
     if on_cpu:
+        del T
         lam = torch.from_numpy(np.ascontiguousarray(np.linalg.eigvalsh(G)[::-1]))
     else:
         lam = torch.linalg.eigvalsh(G).flip(-1)
