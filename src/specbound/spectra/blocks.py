@@ -395,7 +395,9 @@ class ValuePath:
         H, N, d = A.shape
         A = A.permute(1, 0, 2).reshape(N, H * d)  # [N, k]: head h in columns h·d … (h+1)·d − 1
         B = B.permute(1, 0, 2).reshape(B.shape[1], H * d)  # [N_out, k]
+        n_out = B.shape[0]
         P = A @ B.mT  # [N, N_out]: one GEMM, cheaper than a QR of A (measured: 64 -> 40 ms at N = 768)
+        del A, B  # (on a 7B-shaped layer each is as large as P)
         if policy.dense:
             s1, method = float(torch.linalg.svdvals(P)[0]), "dense"
         else:
@@ -405,7 +407,7 @@ class ValuePath:
         fro, n21 = math.sqrt(float((P * P).sum())), float(torch.linalg.vector_norm(P, dim=0).sum())
         what = f"{self.ov.label} (all heads)" if self.ov.label else "VO"
         s1, fro, n21 = (rescaled_float(x, e, policy.torch_dtype, what) for x in (s1, fro, n21))
-        return BlockResult([LinkNorms(N, B.shape[0], s1, fro, n21, method)], {})  # type: ignore[list-item]
+        return BlockResult([LinkNorms(N, n_out, s1, fro, n21, method)], {})  # type: ignore[list-item]
 
     def l1(self, policy: "SpectraPolicy") -> dict[str, list[float]]:
         return {}
