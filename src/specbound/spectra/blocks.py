@@ -66,14 +66,6 @@ def _heads_l1(t: torch.Tensor, raw: torch.Tensor) -> list[float]:
     return [float(x) for x in _last_abs(t, raw).sum(dim=(-2, -1), dtype=torch.float64).cpu()]
 
 
-def blocked_route(numel: int, policy: "SpectraPolicy") -> bool:
-    """Whether a feed-forward matrix of ``numel`` entries has its Gram matrix accumulated block by
-    block: the Gram route may be taken (not ``dense``, ``approx`` or ``ff_method="svd"``) and its
-    upcast copy would exceed :data:`~specbound.spectra.kernels.FULL_UPCAST_BYTES`."""
-    size = numel * torch.empty((), dtype=policy.torch_dtype).element_size()
-    return size > FULL_UPCAST_BYTES and not policy.dense and policy.approx is None and policy.ff_method != "svd"
-
-
 def _itemsize(policy: "SpectraPolicy") -> int:
     return torch.empty((), dtype=policy.torch_dtype).element_size()
 
@@ -299,8 +291,9 @@ class Dense:
 
     def memory(self, policy: "SpectraPolicy") -> int:
         """Bytes :meth:`compute` holds at its peak (an estimate for the memory budget): the float64
-        Gram matrix, one block and the buffer of its product when accumulated block by block, else the upcast matrix and its Gram matrix (or the SVD's
-        workspace, about the matrix again)."""
+        Gram matrix, one block and the buffer of its product when accumulated block by block,
+        else the upcast matrix and its Gram matrix (or the SVD's workspace, about the matrix
+        again)."""
         w = _itemsize(policy)
         n = min(self.shape)
         if self._blocked(policy):
@@ -311,7 +304,9 @@ class Dense:
         """Whether the Gram matrix is accumulated block by block: the Gram route may be taken
         (not ``dense``, ``approx`` or ``ff_method="svd"``) and the upcast copy would exceed
         :data:`~specbound.spectra.kernels.FULL_UPCAST_BYTES`."""
-        return blocked_route(sum(p.numel() for p in self.parts), policy)
+        size = sum(p.numel() for p in self.parts) * torch.empty((), dtype=policy.torch_dtype).element_size()
+        return (size > FULL_UPCAST_BYTES and not policy.dense and policy.approx is None
+                and policy.ff_method != "svd")
 
     def _compute_blocked(self, policy: "SpectraPolicy") -> BlockResult:
         """The Gram route without the whole upcast matrix (:func:`~specbound.spectra.kernels.gram_blocked`);

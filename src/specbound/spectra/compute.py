@@ -237,9 +237,9 @@ def _weight_norms(blocks: dict[str, Block], l1: dict[str, list[float]], lw: Laye
 #: The order a layer's blocks are handed to the worker threads (two on two cores). On a 7B-shaped
 #: layer, on one thread each: M_in ≈ 19 s, M_out ≈ 14 s, the value path VO ≈ 7 s, QK and OV
 #: ≈ 1.5 s. M_in first, then VO and M_out on the other thread, so the short QK and OV fill in at
-#: the end (VO last left a thread idle for 5.5 s of each layer's 28.7 s), and VO's temporaries
-#: (≈ 400 MB) are never held beside QK's (≈ 540 MB): peak RSS 1,741 MB with VO last, 2,040 MB
-#: with QK beside VO, against a 2 GB target (issue 18).
+#: the end (VO last left a thread idle for 5.5 s of each layer's 28.7 s). Peak RSS of the
+#: 32-layer 7B run (issue 18): 1,741 MiB with VO last, 1,951 MiB with the order M_in, M_out, VO,
+#: QK, OV, 1,943 MiB with this one.
 TASK_ORDER = ("m_in", "vo", "m_out", "qk", "ov")
 
 
