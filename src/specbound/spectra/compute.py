@@ -234,15 +234,6 @@ def _weight_norms(blocks: dict[str, Block], l1: dict[str, list[float]], lw: Laye
     )
 
 
-#: The order a layer's blocks are handed to the worker threads (two on two cores). On a 7B-shaped
-#: layer, on one thread each: M_in ≈ 19 s, M_out ≈ 14 s, the value path VO ≈ 7 s, QK and OV
-#: ≈ 1.5 s. M_in first, then VO and M_out on the other thread, so the short QK and OV fill in at
-#: the end (VO last left a thread idle for 5.5 s of each layer's 28.7 s). Peak RSS of the
-#: 32-layer 7B run (issue 18): 1,741 MiB with VO last, 1,951 MiB with the order M_in, M_out, VO,
-#: QK, OV, 1,943 MiB with this one.
-TASK_ORDER = ("m_in", "vo", "m_out", "qk", "ov")
-
-
 def layer_spectra(
     lw: LayerWeights,
     policy: SpectraPolicy = SpectraPolicy(),
@@ -266,7 +257,7 @@ def layer_spectra(
     if policy.dense:  # the published procedure: one block after the other, every thread on each
         executor = INLINE
     budget = budget or MemoryBudget(None)
-    futures = {name: executor.submit(_budgeted, budget, blocks[name], policy) for name in TASK_ORDER if name not in got}
+    futures = {name: executor.submit(_budgeted, budget, blocks[name], policy) for name in ORDER if name not in got}
     for name, fut in futures.items():
         got[name] = fut.result()
         if cache is not None:
